@@ -1,0 +1,15 @@
+//! mcp-operator: runs Model Context Protocol servers on Kubernetes, declared and governed.
+//!
+//! Layers, each a folder; arrows point from user to used:
+//! - [`api`]: the custom resources and gateway documents (uses nothing of ours);
+//! - [`builders`]: pure desired-state builders (use `api`);
+//! - [`validation`]: admitting manifests as the API server would, plus Rust-side checks (uses `api`);
+//! - [`offline`]: reading manifest files and `render` (uses `api`, `validation`, `builders`);
+//! - [`crdgen`]: the CRD files and the stdio wrapper's self-install;
+//! - `main.rs`: the CLI, which only parses flags and wires the parts.
+
+pub mod api;
+pub mod builders;
+pub mod crdgen;
+pub mod offline;
+pub mod validation;
