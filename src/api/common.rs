@@ -94,3 +94,37 @@ pub struct ToolRateLimit {
     #[schemars(range(min = 1, max = 1000000))]
     pub requests_per_minute: i32,
 }
+
+/// A network in CIDR notation (`10.0.0.0/8`, `2001:db8::/32`), checked by the API server.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(transparent)]
+pub struct Cidr(pub String);
+
+impl schemars::JsonSchema for Cidr {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Cidr".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "maxLength": 64,
+            "description": "A network in CIDR notation, such as 10.0.0.0/8 or 2001:db8::/32.",
+            "x-kubernetes-validations": [
+                {"rule": "isCIDR(self)", "message": "must be a CIDR such as 10.0.0.0/8 or 2001:db8::/32"}
+            ]
+        })
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for Cidr {
+    fn from(text: &str) -> Self {
+        Cidr(text.to_string())
+    }
+}

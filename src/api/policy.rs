@@ -7,7 +7,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{Enforcement, LabelSelector, RateLimit, ToolAccessRule};
+use super::common::{Cidr, Enforcement, LabelSelector, RateLimit, ToolAccessRule};
 use super::selector::selector_matches;
 
 /// Cluster-wide rules for the MCPServers it selects. All matching policies apply; the strictest setting wins.
@@ -184,8 +184,8 @@ pub struct NetworkRules {
     /// Networks (CIDRs) servers may declare egress to. Declared egress outside every listed network
     /// is left out of the NetworkPolicy. Absent means any declared egress is allowed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self.all(c, isCIDR(c))").message("every entry must be a CIDR such as 10.0.0.0/8"))]
-    pub allowed_egress: Option<Vec<String>>,
+    #[schemars(length(max = 256))]
+    pub allowed_egress: Option<Vec<Cidr>>,
 }
 
 /// Prompt requirements.

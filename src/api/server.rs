@@ -5,7 +5,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{Enforcement, LabelSelector, RateLimit, ToolAccessRule};
+use super::common::{Cidr, Enforcement, LabelSelector, RateLimit, ToolAccessRule};
 
 /// Port the gateway listens on for MCP clients when `spec.gateway.port` is not set.
 pub const DEFAULT_GATEWAY_PORT: i32 = 8443;
@@ -315,8 +315,7 @@ fn default_cpu_target() -> i32 {
 #[serde(rename_all = "camelCase")]
 pub struct EgressRule {
     /// Destination network in CIDR notation (`140.82.112.0/20`, `2001:db8::/32`).
-    #[x_kube(validation = Rule::new("isCIDR(self)").message("must be a CIDR such as 10.0.0.0/8 or 2001:db8::/32"))]
-    pub cidr: String,
+    pub cidr: Cidr,
     /// Destination ports. At least one: the operator never opens a whole network on every port.
     #[schemars(length(min = 1, max = 64))]
     pub ports: Vec<EgressPort>,
@@ -381,11 +380,13 @@ pub struct ServerAuthentication {
     pub issuer: String,
     /// Where the issuer publishes its signing keys. Defaults to the `jwks_uri` of the issuer's metadata.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
     #[x_kube(validation = Rule::new("self.startsWith('https://')").message("must be an https URL"))]
     pub jwks_uri: Option<String>,
     /// Canonical URI of this server as clients address it (the token audience, RFC 8707).
     /// Defaults to the in-cluster endpoint `http://NAME.NAMESPACE.svc:PORT/PATH`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
     #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("must be an absolute http(s) URL"))]
     pub resource: Option<String>,
     /// Scopes every token must carry.

@@ -175,10 +175,10 @@ fn split_egress(
     let allowlists: Vec<Vec<IpNet>> = policies
         .iter()
         .filter_map(|p| p.spec.network.as_ref()?.allowed_egress.as_ref())
-        .map(|list| list.iter().filter_map(|c| c.parse().ok()).collect())
+        .map(|list| list.iter().filter_map(|c| c.0.parse().ok()).collect())
         .collect();
     declared.iter().cloned().partition(|rule| {
-        let Ok(net) = rule.cidr.parse::<IpNet>() else {
+        let Ok(net) = rule.cidr.0.parse::<IpNet>() else {
             return false;
         };
         allowlists
@@ -275,8 +275,8 @@ mod tests {
         });
         let e = merge(&s, &[&p]);
         assert_eq!(e.egress.len(), 1);
-        assert_eq!(e.egress[0].cidr, "10.1.2.0/24");
-        assert_eq!(e.egress_refused[0].cidr, "0.0.0.0/0");
+        assert_eq!(e.egress[0].cidr.0, "10.1.2.0/24");
+        assert_eq!(e.egress_refused[0].cidr.0, "0.0.0.0/0");
     }
 
     #[test]

@@ -122,8 +122,8 @@ pub fn network_policy_spec(
         NetworkPolicyEgressRule {
             to: Some(vec![NetworkPolicyPeer {
                 ip_block: Some(IPBlock {
-                    cidr: rule.cidr.clone(),
-                    except: sensitive_exceptions(&rule.cidr),
+                    cidr: rule.cidr.0.clone(),
+                    except: sensitive_exceptions(&rule.cidr.0),
                 }),
                 ..Default::default()
             }]),
