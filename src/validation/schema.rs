@@ -191,9 +191,11 @@ fn describe(error: &jsonschema::ValidationError<'_>) -> FieldError {
         ValidationErrorKind::Type { kind } => {
             let expected = match kind {
                 TypeKind::Single(t) => t.to_string(),
+                // `null` is allowed only where a field may be omitted: not worth suggesting.
                 TypeKind::Multiple(set) => set
                     .iter()
                     .map(|t| t.to_string())
+                    .filter(|t| t != "null")
                     .collect::<Vec<_>>()
                     .join(" or "),
             };

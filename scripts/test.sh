@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs the third-party tools the tests run against (into .venv, which git ignores), then
+# runs every test. Safe to run again: the install is a no-op when nothing changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv="${MCP_TEST_VENV:-$PWD/.venv}"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/requirements.txt
+export MCP_TEST_VENV="$venv"
+
+cargo test --locked

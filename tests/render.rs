@@ -1,0 +1,206 @@
+//! `render -f examples/`: succeeds, is deterministic, and what it prints passes third-party
+//! validators: the official Kubernetes schemas of our oldest supported version
+//! (kubernetes-validate) and a security scanner (checkov). The example custom resources pass
+//! the generated CRD schemas under the Python `jsonschema` library.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+
+use serde_json::Value;
+
+/// Oldest Kubernetes version we support (k8s-openapi's `earliest` feature).
+const OLDEST_KUBERNETES: &str = "1.33";
+
+/// checkov checks about privilege, root, capabilities, seccomp, service-account tokens, host
+/// namespaces, limits, probes and network isolation. Every one must pass on every workload.
+const SECURITY_CHECKS: &[(&str, &str)] = &[
+    ("CKV_K8S_16", "container not privileged"),
+    ("CKV_K8S_20", "no allowPrivilegeEscalation"),
+    ("CKV_K8S_23", "no root containers"),
+    ("CKV_K8S_40", "high UID"),
+    ("CKV_K8S_22", "read-only root filesystem"),
+    ("CKV_K8S_25", "no added capabilities"),
+    ("CKV_K8S_28", "no NET_RAW"),
+    ("CKV_K8S_37", "capabilities minimised"),
+    ("CKV_K8S_39", "no SYS_ADMIN"),
+    ("CKV_K8S_31", "seccomp RuntimeDefault"),
+    ("CKV_K8S_38", "service-account token not mounted"),
+    ("CKV_K8S_17", "no host PID"),
+    ("CKV_K8S_18", "no host IPC"),
+    ("CKV_K8S_19", "no host network"),
+    ("CKV_K8S_26", "no hostPort"),
+    ("CKV_K8S_27", "no docker socket"),
+    ("CKV_K8S_10", "cpu requests"),
+    ("CKV_K8S_11", "cpu limits"),
+    ("CKV_K8S_12", "memory requests"),
+    ("CKV_K8S_13", "memory limits"),
+    ("CKV_K8S_8", "liveness probe"),
+    ("CKV_K8S_9", "readiness probe"),
+    ("CKV_K8S_29", "pod security context"),
+    ("CKV_K8S_30", "container security context"),
+    ("CKV2_K8S_6", "pod covered by a NetworkPolicy"),
+    ("CKV_K8S_21", "not in the default namespace"),
+];
+
+fn render_examples(format: &str) -> String {
+    common::stdout_of(&common::run(&["render", "-f", "examples/", "-o", format]))
+}
+
+fn yaml_objects(text: &str) -> Vec<Value> {
+    serde_saphyr::from_multiple::<Value>(text).unwrap()
+}
+
+#[test]
+fn render_examples_succeeds_and_is_deterministic() {
+    let first = render_examples("yaml");
+    let second = render_examples("yaml");
+    assert_eq!(first, second, "same input, same bytes");
+
+    let objects = yaml_objects(&first);
+    let kinds: BTreeMap<String, usize> = objects.iter().fold(BTreeMap::new(), |mut acc, o| {
+        *acc.entry(o["kind"].as_str().unwrap().to_string())
+            .or_default() += 1;
+        acc
+    });
+    // Three servers: github (autoscaled, so HPA + PDB), files (stdio, one replica), weather (two replicas, so a PDB).
+    let expected: BTreeMap<String, usize> = [
+        ("ServiceAccount", 3),
+        ("ConfigMap", 3),
+        ("Deployment", 3),
+        ("Service", 3),
+        ("NetworkPolicy", 3),
+        ("HorizontalPodAutoscaler", 1),
+        ("PodDisruptionBudget", 2),
+    ]
+    .into_iter()
+    .map(|(k, n)| (k.to_string(), n))
+    .collect();
+    assert_eq!(kinds, expected);
+
+    let json: Value = serde_json::from_str(&render_examples("json")).unwrap();
+    assert_eq!(json["apiVersion"], "v1");
+    assert_eq!(json["kind"], "List");
+    assert_eq!(
+        json["items"].as_array().unwrap(),
+        &objects,
+        "JSON and YAML carry the same objects"
+    );
+}
+
+#[test]
+fn rendered_objects_pass_the_official_kubernetes_schemas() {
+    let tool = common::venv_tool("kubernetes-validate");
+    let dir = tempfile::tempdir().unwrap();
+    let text = render_examples("yaml");
+    let count = yaml_objects(&text).len();
+    let file = common::write(dir.path(), "rendered.yaml", &text);
+    let output = Command::new(tool)
+        .args(["--strict", "-k", OLDEST_KUBERNETES])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "kubernetes-validate --strict -k {OLDEST_KUBERNETES} failed:\n{report}"
+    );
+    assert_eq!(
+        report.matches(" passed for resource ").count(),
+        count,
+        "every object validated:\n{report}"
+    );
+}
+
+#[test]
+fn example_custom_resources_pass_the_generated_crd_schemas() {
+    let python = common::venv_tool("python");
+    let output = Command::new(python)
+        .arg(common::repo().join("tests/tools/validate_crs.py"))
+        .arg(common::repo().join("crds"))
+        .arg(common::repo().join("examples"))
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{report}");
+    assert!(report.contains("7 checked, 0 failed"), "{report}");
+}
+
+#[test]
+fn rendered_pods_pass_checkov_security_checks() {
+    let tool = common::venv_tool("checkov");
+    // checkov skips hidden directories, and tempfile's default names start with a dot.
+    let dir = tempfile::Builder::new()
+        .prefix("rendered-")
+        .tempdir()
+        .unwrap();
+    let home = tempfile::tempdir().unwrap();
+    common::write(dir.path(), "rendered.yaml", &render_examples("yaml"));
+    let checks: Vec<&str> = SECURITY_CHECKS.iter().map(|(id, _)| *id).collect();
+    let output = Command::new(tool)
+        .args([
+            "--framework",
+            "kubernetes",
+            "--skip-download",
+            "--compact",
+            "-o",
+            "json",
+            "--check",
+        ])
+        .arg(checks.join(","))
+        .arg("-d")
+        .arg(dir.path())
+        .env("HOME", home.path())
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "checkov printed no JSON ({e}):\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    let results = &report["results"];
+    let failed: Vec<String> = results["failed_checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| format!("{} {} on {}", c["check_id"], c["check_name"], c["resource"]))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "checkov failures:\n{}",
+        failed.join("\n")
+    );
+
+    // Every check ran and passed on every Deployment (so none was silently skipped).
+    let passed: BTreeSet<(String, String)> = results["passed_checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["check_id"].as_str().unwrap().to_string(),
+                c["resource"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    // Workload checks name the Deployment; the NetworkPolicy graph check names its pod template.
+    for (namespace, name) in [
+        ("tools", "github"),
+        ("tools", "files"),
+        ("sandbox", "weather"),
+    ] {
+        let deployment = format!("Deployment.{namespace}.{name}");
+        let pod_prefix = format!("Pod.{namespace}.{name}.");
+        for (id, what) in SECURITY_CHECKS {
+            let ran = passed.iter().any(|(check, resource)| {
+                check == id && (resource == &deployment || resource.starts_with(&pod_prefix))
+            });
+            assert!(ran, "{id} ({what}) did not pass on {deployment}");
+        }
+    }
+}
