@@ -8,6 +8,8 @@
 //! - [`crdgen`]: the CRD files and the stdio wrapper's self-install;
 //! - `main.rs`: the CLI, which only parses flags and wires the parts.
 
+#![forbid(unsafe_code)]
+
 pub mod api;
 pub mod builders;
 pub mod crdgen;

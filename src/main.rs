@@ -1,4 +1,5 @@
 //! The `mcp-operator` binary: parses flags and hands over to the library. No logic of its own.
+#![forbid(unsafe_code)]
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -29,7 +30,7 @@ enum Command {
     },
     /// Print every Kubernetes object the operator would create for the manifests given, without a cluster.
     Render {
-        /// Manifest file or directory (read recursively); repeat for more.
+        /// Manifest file or directory (read recursively), or `-` for standard input; repeat for more.
         #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
         files: Vec<PathBuf>,
         /// Output format.

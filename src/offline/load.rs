@@ -8,6 +8,10 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde_json::Value;
 
+/// The path that means standard input, as with kubectl.
+const STDIN_PATH: &str = "-";
+/// How standard input is named in messages.
+const STDIN_NAME: &str = "<stdin>";
 /// File endings read from directories (a file named explicitly is read whatever its ending).
 const MANIFEST_EXTENSIONS: [&str; 3] = ["yaml", "yml", "json"];
 
@@ -96,6 +100,24 @@ pub fn read_documents(paths: &[PathBuf]) -> Result<Vec<Document>, Vec<InputProbl
         });
     }
     for path in paths {
+        if path.as_os_str() == STDIN_PATH {
+            let mut text = String::new();
+            match std::io::Read::read_to_string(&mut std::io::stdin(), &mut text) {
+                Ok(_) => match parse_documents(STDIN_NAME, &text) {
+                    Ok(docs) if docs.is_empty() => problems.push(file_problem(
+                        STDIN_NAME,
+                        "holds no manifest: standard input was empty",
+                    )),
+                    Ok(docs) => documents.extend(docs),
+                    Err(mut e) => problems.append(&mut e),
+                },
+                Err(e) => problems.push(file_problem(
+                    STDIN_NAME,
+                    &format!("cannot be read as UTF-8 text: {e}"),
+                )),
+            }
+            continue;
+        }
         let files = match manifest_files(path) {
             Ok(files) => files,
             Err(problem) => {
