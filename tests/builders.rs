@@ -49,6 +49,17 @@ fn desired(
     .unwrap()
 }
 
+fn template_meta(d: &DesiredState) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+    d.deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+}
+
 fn pod(d: &DesiredState) -> &PodSpec {
     d.deployment
         .spec
@@ -185,18 +196,7 @@ fn every_child_is_labelled_named_and_owned() {
         assert_eq!(owner["controller"], true);
         assert_eq!(owner["blockOwnerDeletion"], true);
     }
-    let template_labels = d
-        .deployment
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .metadata
-        .as_ref()
-        .unwrap()
-        .labels
-        .as_ref()
-        .unwrap();
+    let template_labels = template_meta(&d).labels.as_ref().unwrap();
     let selector = d
         .deployment
         .spec
@@ -473,18 +473,7 @@ fn configuration_changes_roll_the_pods() {
 }
 
 fn pod_annotation(d: &DesiredState) -> String {
-    d.deployment
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .metadata
-        .as_ref()
-        .unwrap()
-        .annotations
-        .as_ref()
-        .unwrap()[ANNOTATION_CONFIG_HASH]
-        .clone()
+    template_meta(d).annotations.as_ref().unwrap()[ANNOTATION_CONFIG_HASH].clone()
 }
 
 #[test]

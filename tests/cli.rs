@@ -42,23 +42,9 @@ fn help_lists_only_working_commands() {
 
 #[test]
 fn render_reads_standard_input() {
-    use std::io::Write;
     let manifest =
         std::fs::read_to_string(common::repo().join("examples/servers/legacy-sse.yaml")).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mcp-operator"))
-        .args(["render", "-f", "-", "-o", "json"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(manifest.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
+    let output = common::run_with_stdin(&["render", "-f", "-", "-o", "json"], manifest.as_bytes());
     let list: serde_json::Value = serde_json::from_str(&common::stdout_of(&output)).unwrap();
     assert_eq!(
         list["items"].as_array().unwrap().len(),
@@ -66,20 +52,7 @@ fn render_reads_standard_input() {
         "weather: SA, ConfigMap, Deployment, Service, NetworkPolicy, PDB"
     );
 
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mcp-operator"))
-        .args(["render", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"kind: MCPServer\n")
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
+    let output = common::run_with_stdin(&["render", "-f", "-"], b"kind: MCPServer\n");
     assert_eq!(output.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&output.stderr)

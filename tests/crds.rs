@@ -179,23 +179,12 @@ impl ApiVersionStr
 
 #[test]
 fn crds_pass_the_official_kubernetes_schema() {
-    let tool = common::venv_tool("kubernetes-validate");
     let files: Vec<_> = mcp_operator::crdgen::crd_files()
         .unwrap()
         .into_iter()
         .map(|(name, _)| common::repo().join("crds").join(name))
         .collect();
-    let output = std::process::Command::new(tool)
-        .args(["--strict", "-k", "1.33"])
-        .args(&files)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout).to_string()
-        + &String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "kubernetes-validate refused the CRDs:\n{text}"
-    );
+    let text = common::kubernetes_validate(&files);
     assert_eq!(
         text.matches("passed for resource customresourcedefinition")
             .count(),

@@ -11,9 +11,6 @@ use std::process::Command;
 
 use serde_json::Value;
 
-/// Oldest Kubernetes version we support (k8s-openapi's `earliest` feature).
-const OLDEST_KUBERNETES: &str = "1.33";
-
 /// checkov checks about privilege, root, capabilities, seccomp, service-account tokens, host
 /// namespaces, limits, probes and network isolation. Every one must pass on every workload.
 const SECURITY_CHECKS: &[(&str, &str)] = &[
@@ -92,22 +89,11 @@ fn render_examples_succeeds_and_is_deterministic() {
 
 #[test]
 fn rendered_objects_pass_the_official_kubernetes_schemas() {
-    let tool = common::venv_tool("kubernetes-validate");
     let dir = tempfile::tempdir().unwrap();
     let text = render_examples("yaml");
     let count = yaml_objects(&text).len();
     let file = common::write(dir.path(), "rendered.yaml", &text);
-    let output = Command::new(tool)
-        .args(["--strict", "-k", OLDEST_KUBERNETES])
-        .arg(&file)
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&output.stdout).to_string()
-        + &String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "kubernetes-validate --strict -k {OLDEST_KUBERNETES} failed:\n{report}"
-    );
+    let report = common::kubernetes_validate(&[file]);
     assert_eq!(
         report.matches(" passed for resource ").count(),
         count,

@@ -51,3 +51,39 @@ pub fn stdout_of(output: &Output) -> String {
     );
     String::from_utf8(output.stdout.clone()).unwrap()
 }
+
+/// Oldest Kubernetes version we support (k8s-openapi's `earliest` feature).
+pub const OLDEST_KUBERNETES: &str = "1.33";
+
+/// Run `kubernetes-validate --strict` for our oldest version on `files`; returns its report
+/// after asserting it passed.
+pub fn kubernetes_validate(files: &[PathBuf]) -> String {
+    let output = Command::new(venv_tool("kubernetes-validate"))
+        .args(["--strict", "-k", OLDEST_KUBERNETES])
+        .args(files)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "kubernetes-validate --strict -k {OLDEST_KUBERNETES} failed:\n{report}"
+    );
+    report
+}
+
+/// Run `mcp-operator` with `args`, feeding `input` on standard input.
+pub fn run_with_stdin(args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-operator"))
+        .args(args)
+        .current_dir(repo())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
