@@ -14,4 +14,6 @@ pub mod api;
 pub mod builders;
 pub mod crdgen;
 pub mod offline;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod validation;
