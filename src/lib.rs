@@ -12,8 +12,10 @@
 
 pub mod api;
 pub mod builders;
+pub mod controller;
 pub mod crdgen;
 pub mod offline;
+pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod validation;

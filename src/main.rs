@@ -6,7 +6,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use std::time::Duration;
+
 use mcp_operator::builders::{BuildContext, DEFAULT_GATEWAY_IMAGE, DEFAULT_OPERATOR_NAMESPACE};
+use mcp_operator::controller::leader::LeaseConfig;
+use mcp_operator::controller::{self, ControllerConfig, ControllerError};
+use mcp_operator::telemetry::{self, LogFormat};
 use mcp_operator::offline::{self, OutputFormat};
 
 #[derive(Parser)]
@@ -46,6 +51,8 @@ enum Command {
         #[arg(long, default_value = DEFAULT_OPERATOR_NAMESPACE)]
         operator_namespace: String,
     },
+    /// Run the reconcile loops against a cluster (leader-elected, so two replicas are safe).
+    Controller(ControllerArgs),
     /// Copy this binary into DIR (the init container of stdio servers runs this).
     InstallGateway {
         /// Destination directory.
@@ -54,9 +61,50 @@ enum Command {
     },
 }
 
+#[derive(clap::Args)]
+struct ControllerArgs {
+    /// Kubeconfig file; without it, the in-cluster configuration or $KUBECONFIG is used.
+    #[arg(long, value_name = "PATH")]
+    kubeconfig: Option<PathBuf>,
+    /// Manage MCPServers only in this namespace; repeat for more (default: all namespaces).
+    #[arg(long = "namespace", value_name = "NAMESPACE")]
+    namespaces: Vec<String>,
+    /// Manage only MCPServers matching this label selector (to run shards).
+    #[arg(long, value_name = "SELECTOR")]
+    selector: Option<String>,
+    /// Image of the gateway sidecar and stdio wrapper.
+    #[arg(long, env = "MCP_OPERATOR_GATEWAY_IMAGE", default_value = DEFAULT_GATEWAY_IMAGE)]
+    gateway_image: String,
+    /// Namespace the operator runs in: holds the leader Lease, and may reach the gateways' admin port.
+    #[arg(long, env = "POD_NAMESPACE", default_value = DEFAULT_OPERATOR_NAMESPACE)]
+    operator_namespace: String,
+    /// This replica's name in the Lease and in Events.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Elect a leader with a Lease (turn off only when a single replica runs).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// How long the leader Lease stays valid without renewal, in seconds.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=600))]
+    lease_duration_seconds: u64,
+    /// How often the leader renews the Lease, in seconds (must be below the lease duration).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
+    lease_renew_seconds: u64,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    metrics_addr: std::net::SocketAddr,
+    /// Reconciles running at once.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=512))]
+    concurrency: u16,
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Controller(args) => run_async(controller(args)),
         Command::Crdgen { out_dir } => finish(mcp_operator::crdgen::run(out_dir.as_deref()), 1),
         Command::Render {
             files,
@@ -87,6 +135,100 @@ fn main() -> ExitCode {
             }
         }
         Command::InstallGateway { to } => finish(mcp_operator::crdgen::install_binary(&to), 1),
+    }
+}
+
+fn run_async(task: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(task) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn controller(args: ControllerArgs) -> Result<(), String> {
+    if args.lease_renew_seconds >= args.lease_duration_seconds {
+        return Err(format!(
+            "--lease-renew-seconds ({}) must be below --lease-duration-seconds ({})",
+            args.lease_renew_seconds, args.lease_duration_seconds
+        ));
+    }
+    let _telemetry = telemetry::init("mcp-operator-controller", args.log_format).map_err(|e| e.to_string())?;
+    let (client, cluster_url) = kube_client(args.kubeconfig.as_deref()).await?;
+    let identity = args.identity.unwrap_or_else(|| format!("mcp-operator-{}", std::process::id()));
+    let config = ControllerConfig {
+        client,
+        namespaces: args.namespaces,
+        server_selector: args.selector,
+        build: BuildContext {
+            gateway_image: args.gateway_image,
+            operator_namespace: args.operator_namespace.clone(),
+            ..BuildContext::default()
+        },
+        lease: args.leader_elect.then(|| LeaseConfig {
+            namespace: args.operator_namespace.clone(),
+            name: "mcp-operator-leader".into(),
+            identity: identity.clone(),
+            lease_duration: Duration::from_secs(args.lease_duration_seconds),
+            renew_interval: Duration::from_secs(args.lease_renew_seconds),
+        }),
+        metrics_addr: Some(args.metrics_addr),
+        concurrency: args.concurrency,
+        crd_wait: Duration::from_secs(30),
+        instance: identity,
+        clock: controller::system_clock,
+    };
+    controller::run(config, shutdown_signal()).await.map_err(|e| match e {
+        ControllerError::Unreachable(reason) => format!("cannot reach the Kubernetes API server at {cluster_url}: {reason}"),
+        other => other.to_string(),
+    })
+}
+
+/// A client from `--kubeconfig`, or the usual inference (in-cluster, then $KUBECONFIG).
+async fn kube_client(kubeconfig: Option<&std::path::Path>) -> Result<(kube::Client, String), String> {
+    let mut config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path).map_err(|e| format!("cannot read kubeconfig {}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| format!("kubeconfig {} is unusable: {e}", path.display()))?
+        }
+        None => kube::Config::infer().await.map_err(|e| format!("no Kubernetes configuration found (give --kubeconfig): {e}"))?,
+    };
+    config.connect_timeout = Some(Duration::from_secs(5));
+    let url = config.cluster_url.to_string();
+    let client = kube::Client::try_from(config).map_err(|e| format!("cannot create a Kubernetes client: {e}"))?;
+    Ok((client, url))
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

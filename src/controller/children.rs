@@ -1,0 +1,257 @@
+//! Applying a server's children with server-side apply, skipping those already as desired, and
+//! deleting the ones no longer wanted.
+//!
+//! Each child carries an annotation with the SHA-256 of the configuration last applied. A child
+//! is applied when it is missing, when its annotation differs from the desired hash, or when it
+//! changed since the controller last applied or first saw it (its `generation`, or its
+//! `resourceVersion` for kinds without one, moved): so a resync or a restart with nothing to do
+//! writes nothing, and an edit made out of band while the controller runs is reverted.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::Client;
+use serde_json::Value;
+
+use crate::builders::gateway::sha256_hex;
+
+use super::Error;
+
+/// The single field manager of every write.
+pub const FIELD_MANAGER: &str = "mcp-operator";
+/// Annotation holding the hash of the configuration last applied to a child.
+pub const ANNOTATION_APPLIED_HASH: &str = "mcp-operator.dev/applied-sha256";
+
+/// The kinds of children.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ChildKind {
+    ServiceAccount,
+    ConfigMap,
+    Deployment,
+    Service,
+    NetworkPolicy,
+    HorizontalPodAutoscaler,
+    PodDisruptionBudget,
+}
+
+impl ChildKind {
+    pub const ALL: [ChildKind; 7] = [
+        ChildKind::ServiceAccount,
+        ChildKind::ConfigMap,
+        ChildKind::Deployment,
+        ChildKind::Service,
+        ChildKind::NetworkPolicy,
+        ChildKind::HorizontalPodAutoscaler,
+        ChildKind::PodDisruptionBudget,
+    ];
+
+    /// Metric label and log name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChildKind::ServiceAccount => "ServiceAccount",
+            ChildKind::ConfigMap => "ConfigMap",
+            ChildKind::Deployment => "Deployment",
+            ChildKind::Service => "Service",
+            ChildKind::NetworkPolicy => "NetworkPolicy",
+            ChildKind::HorizontalPodAutoscaler => "HorizontalPodAutoscaler",
+            ChildKind::PodDisruptionBudget => "PodDisruptionBudget",
+        }
+    }
+
+    pub fn from_kind(kind: &str) -> Option<ChildKind> {
+        ChildKind::ALL.into_iter().find(|k| k.as_str() == kind)
+    }
+
+    pub fn api_resource(self) -> ApiResource {
+        use k8s_openapi::api::{apps, autoscaling, core, networking, policy};
+        match self {
+            ChildKind::ServiceAccount => ApiResource::erase::<core::v1::ServiceAccount>(&()),
+            ChildKind::ConfigMap => ApiResource::erase::<core::v1::ConfigMap>(&()),
+            ChildKind::Deployment => ApiResource::erase::<apps::v1::Deployment>(&()),
+            ChildKind::Service => ApiResource::erase::<core::v1::Service>(&()),
+            ChildKind::NetworkPolicy => ApiResource::erase::<networking::v1::NetworkPolicy>(&()),
+            ChildKind::HorizontalPodAutoscaler => ApiResource::erase::<autoscaling::v2::HorizontalPodAutoscaler>(&()),
+            ChildKind::PodDisruptionBudget => ApiResource::erase::<policy::v1::PodDisruptionBudget>(&()),
+        }
+    }
+}
+
+/// What the controller knows of an existing child, from its caches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObservedChild {
+    pub uid: Option<String>,
+    pub applied_hash: Option<String>,
+    pub generation: Option<i64>,
+    pub resource_version: Option<String>,
+    /// UID of the controlling owner.
+    pub owner_uid: Option<String>,
+}
+
+impl ObservedChild {
+    pub fn from_meta(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Self {
+        ObservedChild {
+            uid: meta.uid.clone(),
+            applied_hash: meta.annotations.as_ref().and_then(|a| a.get(ANNOTATION_APPLIED_HASH)).cloned(),
+            generation: meta.generation.filter(|g| *g > 0),
+            resource_version: meta.resource_version.clone(),
+            owner_uid: meta
+                .owner_references
+                .as_ref()
+                .and_then(|refs| refs.iter().find(|r| r.controller == Some(true)))
+                .map(|r| r.uid.clone()),
+        }
+    }
+
+    /// What moves when someone else changes the object: generation where the kind has one.
+    fn change_marker(&self) -> Marker {
+        match self.generation {
+            Some(g) => Marker::Generation(g),
+            None => Marker::ResourceVersion(self.resource_version.clone().unwrap_or_default()),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Marker {
+    Generation(i64),
+    ResourceVersion(String),
+}
+
+/// Identity of a child: kind, namespace, name.
+pub type ChildKey = (ChildKind, String, String);
+
+/// Markers of children as last applied or first seen, to detect edits made by others.
+#[derive(Default)]
+pub struct Baselines(Mutex<HashMap<ChildKey, Marker>>);
+
+impl Baselines {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ChildKey, Marker>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `desired_hash` must be applied over what is observed.
+    pub fn needs_apply(&self, key: &ChildKey, desired_hash: &str, observed: Option<&ObservedChild>) -> bool {
+        let Some(observed) = observed else { return true };
+        if observed.applied_hash.as_deref() != Some(desired_hash) {
+            return true;
+        }
+        let marker = observed.change_marker();
+        let mut baselines = self.lock();
+        match baselines.get(key) {
+            None => {
+                // First sight (a restart): the annotation says it is ours and current.
+                baselines.insert(key.clone(), marker);
+                false
+            }
+            Some(known) => *known != marker,
+        }
+    }
+
+    fn record(&self, key: ChildKey, applied: &Value) {
+        let generation = applied.pointer("/metadata/generation").and_then(Value::as_i64).filter(|g| *g > 0);
+        let marker = match generation {
+            Some(g) => Marker::Generation(g),
+            None => Marker::ResourceVersion(applied.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default().to_string()),
+        };
+        self.lock().insert(key, marker);
+    }
+
+    pub fn forget_server(&self, namespace: &str, name: &str) {
+        self.lock().retain(|(_, ns, n), _| !(ns == namespace && (n == name || *n == crate::builders::labels::gateway_config_name(name))));
+    }
+}
+
+/// A desired child with its hash annotation set.
+pub struct DesiredChild {
+    pub kind: ChildKind,
+    pub namespace: String,
+    pub name: String,
+    pub object: Value,
+    pub hash: String,
+}
+
+impl DesiredChild {
+    /// Annotate `object` with the hash of its own content.
+    pub fn new(kind: ChildKind, mut object: Value) -> Self {
+        let hash = sha256_hex(object.to_string().as_bytes());
+        let namespace = object.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default().to_string();
+        let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+        if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+            let annotations = metadata.entry("annotations").or_insert_with(|| Value::Object(Default::default()));
+            if let Some(map) = annotations.as_object_mut() {
+                map.insert(ANNOTATION_APPLIED_HASH.into(), Value::String(hash.clone()));
+            }
+        }
+        DesiredChild { kind, namespace, name, object, hash }
+    }
+
+    pub fn key(&self) -> ChildKey {
+        (self.kind, self.namespace.clone(), self.name.clone())
+    }
+}
+
+/// Server-side apply `child`, record its marker, and return what the API server stored.
+pub async fn apply(client: &Client, baselines: &Baselines, child: &DesiredChild) -> Result<Value, Error> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &child.namespace, &child.kind.api_resource());
+    let applied = api
+        .patch(&child.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&child.object))
+        .await
+        .map_err(|source| Error::Apply { kind: child.kind.as_str(), name: child.name.clone(), source })?;
+    let applied = serde_json::to_value(applied).map_err(|e| Error::Internal(format!("applied {} does not serialise: {e}", child.kind.as_str())))?;
+    baselines.record(child.key(), &applied);
+    Ok(applied)
+}
+
+/// Delete a child that is no longer wanted (a 404 means someone already did).
+pub async fn delete(client: &Client, kind: ChildKind, namespace: &str, name: &str, uid: Option<&str>) -> Result<(), Error> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &kind.api_resource());
+    let mut params = DeleteParams::background();
+    if let Some(uid) = uid {
+        params = params.preconditions(kube::api::Preconditions { uid: Some(uid.to_string()), resource_version: None });
+    }
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(source) => Err(Error::Apply { kind: kind.as_str(), name: name.to_string(), source }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn observed(hash: &str, generation: Option<i64>, rv: &str) -> ObservedChild {
+        ObservedChild {
+            uid: Some("u".into()),
+            applied_hash: Some(hash.into()),
+            generation,
+            resource_version: Some(rv.into()),
+            owner_uid: None,
+        }
+    }
+
+    #[test]
+    fn apply_only_when_missing_changed_or_edited() {
+        let baselines = Baselines::default();
+        let key = (ChildKind::Deployment, "ns".to_string(), "s".to_string());
+        assert!(baselines.needs_apply(&key, "h", None), "missing");
+        assert!(baselines.needs_apply(&key, "new", Some(&observed("h", Some(1), "10"))), "desired changed");
+        assert!(!baselines.needs_apply(&key, "h", Some(&observed("h", Some(1), "10"))), "first sight of a current child");
+        assert!(!baselines.needs_apply(&key, "h", Some(&observed("h", Some(1), "11"))), "status-only change");
+        assert!(baselines.needs_apply(&key, "h", Some(&observed("h", Some(2), "12"))), "spec edited by someone else");
+
+        let cm = (ChildKind::ConfigMap, "ns".to_string(), "s-gateway".to_string());
+        assert!(!baselines.needs_apply(&cm, "h", Some(&observed("h", None, "5"))));
+        assert!(baselines.needs_apply(&cm, "h", Some(&observed("h", None, "6"))), "no generation: any write is an edit");
+    }
+
+    #[test]
+    fn hash_annotation_is_set_and_stable() {
+        let object = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": "n"}, "data": {"k": "v"}});
+        let a = DesiredChild::new(ChildKind::ConfigMap, object.clone());
+        let b = DesiredChild::new(ChildKind::ConfigMap, object);
+        assert_eq!(a.hash, b.hash);
+        assert_eq!(a.object["metadata"]["annotations"][ANNOTATION_APPLIED_HASH], a.hash.as_str());
+    }
+}

@@ -1,0 +1,136 @@
+//! What every reconcile shares: the client, the caches, the recorder, metrics, backoff state.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::Client;
+use kube::core::PartialObjectMeta;
+use kube::runtime::events::{EventType, Recorder};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::Resource;
+
+use crate::api::{MCPPolicy, MCPPromptVersion, MCPServer};
+use crate::builders::BuildContext;
+
+use super::children::{Baselines, ChildKind, ObservedChild};
+use super::metrics::Metrics;
+use super::reconcile::{event, rollout_from_deployment};
+use super::status::RolloutState;
+
+/// The reflector caches a reconcile reads instead of calling the API server.
+#[derive(Clone)]
+pub struct Stores {
+    pub servers: Store<MCPServer>,
+    pub policies: Store<MCPPolicy>,
+    pub prompt_versions: Store<MCPPromptVersion>,
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    /// Deployments without their pod template: status and metadata only.
+    pub deployments: Store<Deployment>,
+    pub service_accounts: Store<PartialObjectMeta<ServiceAccount>>,
+    pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
+    pub services: Store<PartialObjectMeta<Service>>,
+    pub network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
+    pub autoscalers: Store<PartialObjectMeta<HorizontalPodAutoscaler>>,
+    pub disruption_budgets: Store<PartialObjectMeta<PodDisruptionBudget>>,
+}
+
+/// Per-object exponential backoff for transient failures (kube has none built in).
+pub struct Backoff {
+    failures: Mutex<HashMap<ObjectRef<MCPServer>, u32>>,
+    base: Duration,
+    cap: Duration,
+}
+
+impl Backoff {
+    pub fn new(base: Duration, cap: Duration) -> Self {
+        Backoff { failures: Mutex::new(HashMap::new()), base, cap }
+    }
+
+    /// The delay before retrying `key` after one more failure: base, 2×base, 4×base ... up to cap.
+    pub fn next(&self, key: &ObjectRef<MCPServer>) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let count = failures.entry(key.clone()).or_default();
+        let delay = self.base.saturating_mul(1u32 << (*count).min(16)).min(self.cap);
+        *count = count.saturating_add(1);
+        delay
+    }
+
+    pub fn reset(&self, key: &ObjectRef<MCPServer>) {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+}
+
+/// Shared state of the reconcilers.
+pub struct Context {
+    pub client: Client,
+    pub build: BuildContext,
+    pub stores: Stores,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+    pub backoff: Backoff,
+    pub baselines: Baselines,
+    /// The clock conditions are stamped with.
+    pub clock: fn() -> Time,
+}
+
+impl Context {
+    pub fn now(&self) -> Time {
+        (self.clock)()
+    }
+
+    /// Labels of a namespace, plus the name label the API server sets on every namespace.
+    pub fn namespace_labels(&self, namespace: &str) -> BTreeMap<String, String> {
+        let mut labels = self
+            .stores
+            .namespaces
+            .get(&ObjectRef::new(namespace))
+            .and_then(|n| n.metadata.labels.clone())
+            .unwrap_or_default();
+        labels.insert("kubernetes.io/metadata.name".into(), namespace.into());
+        labels
+    }
+
+    /// What the caches know of a child.
+    pub fn observed_child(&self, kind: ChildKind, namespace: &str, name: &str) -> Option<ObservedChild> {
+        fn find<K: Resource<DynamicType = ()> + Clone>(store: &Store<PartialObjectMeta<K>>, namespace: &str, name: &str) -> Option<ObservedChild> {
+            store.get(&ObjectRef::new(name).within(namespace)).map(|o| ObservedChild::from_meta(&o.metadata))
+        }
+        match kind {
+            ChildKind::ServiceAccount => find(&self.stores.service_accounts, namespace, name),
+            ChildKind::ConfigMap => find(&self.stores.config_maps, namespace, name),
+            ChildKind::Service => find(&self.stores.services, namespace, name),
+            ChildKind::NetworkPolicy => find(&self.stores.network_policies, namespace, name),
+            ChildKind::HorizontalPodAutoscaler => find(&self.stores.autoscalers, namespace, name),
+            ChildKind::PodDisruptionBudget => find(&self.stores.disruption_budgets, namespace, name),
+            ChildKind::Deployment => self
+                .stores
+                .deployments
+                .get(&ObjectRef::new(name).within(namespace))
+                .map(|d| ObservedChild::from_meta(&d.metadata)),
+        }
+    }
+
+    /// The cached rollout state of a server's Deployment.
+    pub fn rollout(&self, namespace: &str, name: &str) -> Option<RolloutState> {
+        self.stores
+            .deployments
+            .get(&ObjectRef::new(name).within(namespace))
+            .map(|d| rollout_from_deployment(&d))
+    }
+
+    /// Publish an Event about `server`; a failure to record is logged, never fatal.
+    pub async fn publish(&self, server: &MCPServer, type_: EventType, reason: &str, note: &str) {
+        let reference = server.object_ref(&());
+        if let Err(e) = self.recorder.publish(&event(type_, reason, note), &reference).await {
+            tracing::warn!(error = %e, reason, "could not record an event");
+        }
+        self.metrics.event_published();
+    }
+}

@@ -1,0 +1,439 @@
+//! The controller: kube-runtime's `Controller` over MCPServers, with the policies, prompt
+//! versions, namespaces and children it depends on watched and mapped to the servers they
+//! affect. Writes happen only while this replica holds the leader lease.
+
+pub mod children;
+pub mod context;
+pub mod leader;
+pub mod metrics;
+pub mod reconcile;
+pub mod status;
+
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt, future};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PodTemplateSpec, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
+use kube::api::Api;
+use kube::runtime::controller::{Action, Config as ControllerRuntimeConfig, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::PredicateConfig;
+use kube::core::PartialObjectMeta;
+use kube::{Client, CustomResourceExt, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+
+use crate::api::{MCPPolicy, MCPPromptVersion, MCPServer};
+use crate::builders::labels::{LABEL_MANAGED_BY, MANAGER};
+use crate::builders::{BuildContext, BuildError};
+
+use self::context::{Backoff, Context, Stores};
+use self::leader::{LeaderElector, LeaseConfig, LeaseError};
+use self::metrics::Metrics;
+
+/// Why one reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the spec is invalid: {0}")]
+    InvalidSpec(String),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error("applying {kind} {name:?} failed: {source}")]
+    Apply {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// Bounded metric label.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::InvalidSpec(_) => "invalid_spec",
+            Error::Build(_) => "build",
+            Error::Apply { .. } => "api",
+            Error::Internal(_) => "internal",
+        }
+    }
+}
+
+/// Why the controller stopped or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error("cannot reach the Kubernetes API server: {0}")]
+    Unreachable(String),
+    #[error("CustomResourceDefinition {name} is not installed: apply the files in crds/ first (kubectl apply --server-side -f crds/)")]
+    CrdMissing { name: String },
+    #[error("CustomResourceDefinition {name} is not Established after {waited:?}")]
+    CrdNotEstablished { name: String, waited: Duration },
+    #[error("reading CustomResourceDefinition {name} failed: {source}")]
+    CrdRead {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+    #[error("cannot serve health and metrics on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How to run the controller.
+#[derive(Clone)]
+pub struct ControllerConfig {
+    pub client: Client,
+    /// Namespaces to manage; empty means all.
+    pub namespaces: Vec<String>,
+    /// Label selector limiting the MCPServers managed (for sharding).
+    pub server_selector: Option<String>,
+    pub build: BuildContext,
+    /// Leader election; `None` runs without (a single replica).
+    pub lease: Option<LeaseConfig>,
+    /// Where to serve `/healthz`, `/readyz` and `/metrics`.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Reconciles running at once.
+    pub concurrency: u16,
+    /// How long to wait for the CRDs to become Established.
+    pub crd_wait: Duration,
+    /// Identity in Events (`reportingInstance`).
+    pub instance: String,
+    pub clock: fn() -> Time,
+}
+
+/// The wall clock.
+pub fn system_clock() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// Run until `shutdown` resolves (graceful) or leadership is lost (an error).
+pub async fn run(config: ControllerConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ControllerError> {
+    let metrics = Metrics::default();
+    let ready = Arc::new(AtomicBool::new(false));
+    let server_counts: Arc<std::sync::Mutex<Vec<Store<MCPServer>>>> = Arc::default();
+    if let Some(addr) = config.metrics_addr {
+        serve_health(addr, metrics.clone(), ready.clone(), server_counts.clone()).await?;
+    }
+    check_reachable(&config.client).await?;
+    wait_for_crds(&config.client, config.crd_wait).await?;
+
+    let shutdown = (Box::pin(shutdown) as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>).shared();
+    let elector = config.lease.clone().map(|lease| LeaderElector::new(config.client.clone(), lease));
+    if let Some(elector) = &elector {
+        // A follower is healthy and ready: it only waits.
+        ready.store(true, Ordering::SeqCst);
+        tokio::select! {
+            () = elector.acquire() => tracing::info!("acquired the leader lease"),
+            () = shutdown.clone() => return Ok(()),
+        }
+        metrics.leader.set(1);
+    }
+
+    let scopes: Vec<Option<String>> = if config.namespaces.is_empty() { vec![None] } else { config.namespaces.iter().cloned().map(Some).collect() };
+    let runs = scopes.into_iter().map(|scope| {
+        let (controller, servers) = scope_controller(&config, scope, metrics.clone(), shutdown.clone());
+        if let Ok(mut stores) = server_counts.lock() {
+            stores.push(servers);
+        }
+        controller
+    });
+    let all = future::join_all(runs.collect::<Vec<_>>());
+    ready.store(true, Ordering::SeqCst);
+    let result = match &elector {
+        Some(elector) => tokio::select! {
+            _ = all => Ok(()),
+            lost = elector.hold() => Err(ControllerError::Lease(lost)),
+        },
+        None => {
+            all.await;
+            Ok(())
+        }
+    };
+    metrics.leader.set(0);
+    if let (Some(elector), Ok(())) = (&elector, &result) {
+        elector.release().await;
+    }
+    result
+}
+
+fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Drop `managedFields` before caching: the controller never reads them.
+fn strip_managed_fields<K: Resource>(object: &mut K) {
+    object.meta_mut().managed_fields = None;
+}
+
+/// What of an MCPServer triggers a reconcile: its spec (generation), labels (policy selection),
+/// deletion. Status writes, including the controller's own, do not.
+fn server_trigger(server: &MCPServer) -> Option<u64> {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    server.meta().generation.hash(&mut hasher);
+    server.meta().labels.hash(&mut hasher);
+    server.meta().deletion_timestamp.is_some().hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+/// Build one scope's controller (a namespace, or the whole cluster) and its server cache.
+fn scope_controller(
+    config: &ControllerConfig,
+    scope: Option<String>,
+    metrics: Metrics,
+    shutdown: future::Shared<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
+) -> (impl Future<Output = ()>, Store<MCPServer>) {
+    let client = &config.client;
+    let mut server_config = watcher::Config::default().any_semantic();
+    if let Some(selector) = &config.server_selector {
+        server_config = server_config.labels(selector);
+    }
+    let children_config = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}")).any_semantic();
+
+    let (servers, servers_writer) = reflector::store();
+    let server_stream = watcher(scoped::<MCPServer>(client, &scope), server_config)
+        .default_backoff()
+        .modify(strip_managed_fields)
+        .reflect(servers_writer)
+        .applied_objects()
+        .predicate_filter(server_trigger, PredicateConfig::default());
+
+    let (policies, policies_writer) = reflector::store();
+    let policy_stream = watcher(Api::<MCPPolicy>::all(client.clone()), watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(strip_managed_fields)
+        .reflect(policies_writer)
+        .touched_objects();
+    let (prompt_versions, prompts_writer) = reflector::store();
+    let prompt_stream = watcher(scoped::<MCPPromptVersion>(client, &scope), watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(strip_managed_fields)
+        .reflect(prompts_writer)
+        .touched_objects();
+    let (namespaces, namespaces_writer) = reflector::store();
+    let namespace_stream = watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(strip_managed_fields)
+        .reflect(namespaces_writer)
+        .touched_objects()
+        .predicate_filter(|n: &PartialObjectMeta<Namespace>| {
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            n.metadata.labels.hash(&mut hasher);
+            Some(hasher.finish())
+        }, PredicateConfig::default());
+
+    // Deployments: status and metadata are all a reconcile reads, so the pod template is dropped.
+    let (deployments, deployments_writer) = reflector::store();
+    let deployment_stream = watcher(scoped::<Deployment>(client, &scope), children_config.clone())
+        .default_backoff()
+        .modify(|d: &mut Deployment| {
+            d.metadata.managed_fields = None;
+            if let Some(spec) = d.spec.as_mut() {
+                *spec = DeploymentSpec { replicas: spec.replicas, selector: LabelSelector::default(), template: PodTemplateSpec::default(), ..Default::default() };
+            }
+        })
+        .reflect(deployments_writer)
+        .touched_objects();
+
+    macro_rules! child_meta {
+        ($kind:ty) => {{
+            let (store, writer) = reflector::store::<kube::core::PartialObjectMeta<$kind>>();
+            let stream = watcher(scoped::<PartialObjectMeta<$kind>>(client, &scope), children_config.clone())
+                .default_backoff()
+                .modify(strip_managed_fields)
+                .reflect(writer)
+                .touched_objects();
+            (store, stream)
+        }};
+    }
+    let (service_accounts, sa_stream) = child_meta!(ServiceAccount);
+    let (config_maps, cm_stream) = child_meta!(ConfigMap);
+    let (services, svc_stream) = child_meta!(Service);
+    let (network_policies, np_stream) = child_meta!(NetworkPolicy);
+    let (autoscalers, hpa_stream) = child_meta!(HorizontalPodAutoscaler);
+    let (disruption_budgets, pdb_stream) = child_meta!(PodDisruptionBudget);
+
+    let stores = Stores {
+        servers: servers.clone(),
+        policies: policies.clone(),
+        prompt_versions: prompt_versions.clone(),
+        namespaces: namespaces.clone(),
+        deployments,
+        service_accounts,
+        config_maps,
+        services,
+        network_policies,
+        autoscalers,
+        disruption_budgets,
+    };
+    let reporter = Reporter { controller: MANAGER.into(), instance: Some(config.instance.clone()) };
+    let context = Arc::new(Context {
+        client: client.clone(),
+        build: config.build.clone(),
+        stores,
+        recorder: Recorder::new(client.clone(), reporter),
+        metrics,
+        backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(300)),
+        baselines: Default::default(),
+        clock: config.clock,
+    });
+
+    let policy_servers = servers.clone();
+    let policy_namespaces = namespaces.clone();
+    let prompt_servers = servers.clone();
+    let namespace_servers = servers.clone();
+    let controller = Controller::for_stream(server_stream, servers.clone())
+        .with_config(ControllerRuntimeConfig::default().concurrency(config.concurrency))
+        .owns_stream(deployment_stream)
+        .owns_stream(sa_stream)
+        .owns_stream(cm_stream)
+        .owns_stream(svc_stream)
+        .owns_stream(np_stream)
+        .owns_stream(hpa_stream)
+        .owns_stream(pdb_stream)
+        .watches_stream(policy_stream, move |policy: MCPPolicy| servers_affected_by_policy(&policy, &policy_servers, &policy_namespaces))
+        .watches_stream(prompt_stream, move |version: MCPPromptVersion| servers_using_prompt(&version, &prompt_servers))
+        .watches_stream(namespace_stream, move |namespace: PartialObjectMeta<Namespace>| servers_in_namespace(&namespace.name_any(), &namespace_servers))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::reconcile, error_policy, context)
+        .for_each(|result| {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "reconcile round ended with an error");
+            }
+            future::ready(())
+        });
+    (controller, servers)
+}
+
+/// Invalid specs wait for a change; everything else retries with per-object exponential backoff.
+fn error_policy(server: Arc<MCPServer>, error: &Error, ctx: Arc<Context>) -> Action {
+    match error {
+        Error::InvalidSpec(_) => Action::await_change(),
+        _ => {
+            let delay = ctx.backoff.next(&ObjectRef::from_obj(server.as_ref()));
+            tracing::warn!(server = %server.name_any(), error = %error, ?delay, "reconcile failed; retrying");
+            Action::requeue(delay)
+        }
+    }
+}
+
+/// Servers a policy selects now, or selected when their status was last written.
+pub fn servers_affected_by_policy(policy: &MCPPolicy, servers: &Store<MCPServer>, namespaces: &Store<PartialObjectMeta<Namespace>>) -> Vec<ObjectRef<MCPServer>> {
+    let name = policy.name_any();
+    servers
+        .state()
+        .iter()
+        .filter(|s| {
+            let ns = s.namespace().unwrap_or_default();
+            let mut labels = namespaces.get(&ObjectRef::new(&ns)).and_then(|n| n.metadata.labels.clone()).unwrap_or_default();
+            labels.insert("kubernetes.io/metadata.name".into(), ns);
+            policy.selects(&labels, s.labels()) || s.status.as_ref().is_some_and(|st| st.policies.iter().any(|p| p.name == name))
+        })
+        .map(|s| ObjectRef::from_obj(s.as_ref()))
+        .collect()
+}
+
+/// Servers in the prompt version's namespace that reference its prompt.
+pub fn servers_using_prompt(version: &MCPPromptVersion, servers: &Store<MCPServer>) -> Vec<ObjectRef<MCPServer>> {
+    let namespace = version.namespace();
+    servers
+        .state()
+        .iter()
+        .filter(|s| s.namespace() == namespace && s.spec.prompts.iter().any(|p| p.name == version.spec.prompt))
+        .map(|s| ObjectRef::from_obj(s.as_ref()))
+        .collect()
+}
+
+fn servers_in_namespace(namespace: &str, servers: &Store<MCPServer>) -> Vec<ObjectRef<MCPServer>> {
+    servers
+        .state()
+        .iter()
+        .filter(|s| s.namespace().as_deref() == Some(namespace))
+        .map(|s| ObjectRef::from_obj(s.as_ref()))
+        .collect()
+}
+
+async fn check_reachable(client: &Client) -> Result<(), ControllerError> {
+    match tokio::time::timeout(Duration::from_secs(8), client.apiserver_version()).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(ControllerError::Unreachable(e.to_string())),
+        Err(_) => Err(ControllerError::Unreachable("no answer within 8s".into())),
+    }
+}
+
+/// Wait until every CRD of ours is Established; a missing one is an error at once.
+async fn wait_for_crds(client: &Client, wait: Duration) -> Result<(), ControllerError> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let deadline = tokio::time::Instant::now() + wait;
+    for name in [MCPServer::crd_name(), MCPPolicy::crd_name(), MCPPromptVersion::crd_name()] {
+        loop {
+            let crd = api.get_opt(name).await.map_err(|source| ControllerError::CrdRead { name: name.into(), source })?;
+            let Some(crd) = crd else {
+                return Err(ControllerError::CrdMissing { name: name.into() });
+            };
+            let established = crd.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+            if established {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ControllerError::CrdNotEstablished { name: name.into(), waited: wait });
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    Ok(())
+}
+
+async fn serve_health(addr: SocketAddr, metrics: Metrics, ready: Arc<AtomicBool>, servers: Arc<std::sync::Mutex<Vec<Store<MCPServer>>>>) -> Result<(), ControllerError> {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ControllerError::Listen { addr, source })?;
+    let app = axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready.load(Ordering::SeqCst);
+                async move { if ready { (StatusCode::OK, "ready") } else { (StatusCode::SERVICE_UNAVAILABLE, "starting") } }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let managed: usize = servers.lock().map(|s| s.iter().map(|store| store.state().len()).sum()).unwrap_or(0);
+                metrics.managed_servers.set(i64::try_from(managed).unwrap_or(i64::MAX));
+                let text = metrics.encode();
+                async move { ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text) }
+            }),
+        );
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "the health and metrics endpoint stopped");
+        }
+    });
+    Ok(())
+}

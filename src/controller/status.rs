@@ -1,0 +1,258 @@
+//! The MCPServer status the controller wants, computed from what it built and observed.
+//! Pure: the caller supplies the clock.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::api::server::{MCPServerStatus, ResolvedPrompt};
+use crate::builders::PromptOutcome;
+
+/// Condition types (each documented where it is set).
+pub const CONDITION_READY: &str = "Ready";
+pub const CONDITION_PROGRESSING: &str = "Progressing";
+pub const CONDITION_DEGRADED: &str = "Degraded";
+pub const CONDITION_PROMPTS_RESOLVED: &str = "PromptsResolved";
+pub const CONDITION_AUTH_CONFIGURED: &str = "AuthConfigured";
+
+/// Condition reasons.
+pub const REASON_ROLLED_OUT: &str = "RolledOut";
+pub const REASON_ROLLING_OUT: &str = "RollingOut";
+pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
+pub const REASON_APPLY_FAILED: &str = "ApplyFailed";
+pub const REASON_AS_EXPECTED: &str = "AsExpected";
+pub const REASON_ALL_RESOLVED: &str = "AllResolved";
+pub const REASON_NOT_RESOLVED: &str = "NotResolved";
+pub const REASON_NO_PROMPTS: &str = "NoPrompts";
+pub const REASON_TOKENS_VALIDATED: &str = "TokensValidated";
+pub const REASON_UNAUTHENTICATED: &str = "Unauthenticated";
+
+/// Phases shown in `status.phase`.
+pub const PHASE_READY: &str = "Ready";
+pub const PHASE_PROGRESSING: &str = "Progressing";
+pub const PHASE_DEGRADED: &str = "Degraded";
+pub const PHASE_INVALID: &str = "Invalid";
+
+/// The rollout state of the server's Deployment, as last observed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RolloutState {
+    pub generation: i64,
+    pub observed_generation: i64,
+    /// Desired pods (`spec.replicas`).
+    pub desired: i32,
+    pub replicas: i32,
+    pub updated: i32,
+    pub ready: i32,
+}
+
+impl RolloutState {
+    /// The Deployment controller has seen the latest spec and every desired pod is updated and ready.
+    pub fn complete(&self) -> bool {
+        self.observed_generation >= self.generation && self.updated >= self.desired && self.ready >= self.desired
+    }
+
+    /// The Deployment controller has processed the latest spec (whatever the pods' state).
+    pub fn observed(&self) -> bool {
+        self.observed_generation >= self.generation
+    }
+}
+
+/// What went into one reconcile, for its status.
+#[derive(Clone, Debug, Default)]
+pub struct StatusInput<'a> {
+    pub generation: Option<i64>,
+    pub endpoint: Option<String>,
+    pub selector: Option<String>,
+    pub rollout: Option<RolloutState>,
+    pub prompts: &'a [PromptOutcome],
+    pub authenticated: bool,
+    /// The spec failed validation: what to fix.
+    pub invalid: Option<String>,
+    /// Applying the children failed: why.
+    pub apply_error: Option<String>,
+}
+
+/// Compute the desired status; conditions keep their `lastTransitionTime` unless their status flips.
+pub fn desired_status(input: &StatusInput<'_>, previous: Option<&MCPServerStatus>, now: &Time) -> MCPServerStatus {
+    let previous_conditions = previous.map(|p| p.conditions.as_slice()).unwrap_or_default();
+    let condition = |type_: &str, ok: bool, reason: &str, message: String| {
+        make_condition(previous_conditions, type_, ok, reason, message, input.generation, now)
+    };
+    let mut conditions = Vec::new();
+    let phase;
+    if let Some(problem) = &input.invalid {
+        phase = PHASE_INVALID;
+        conditions.push(condition(CONDITION_READY, false, REASON_INVALID_SPEC, format!("the spec is invalid: {problem}")));
+        conditions.push(condition(CONDITION_PROGRESSING, false, REASON_INVALID_SPEC, "waiting for a corrected spec".into()));
+        conditions.push(condition(CONDITION_DEGRADED, true, REASON_INVALID_SPEC, problem.clone()));
+    } else if let Some(error) = &input.apply_error {
+        phase = PHASE_DEGRADED;
+        let ready = input.rollout.as_ref().is_some_and(RolloutState::complete);
+        conditions.push(condition(CONDITION_READY, ready, REASON_APPLY_FAILED, format!("the last change could not be applied: {error}")));
+        conditions.push(condition(CONDITION_PROGRESSING, true, REASON_APPLY_FAILED, "retrying with backoff".into()));
+        conditions.push(condition(CONDITION_DEGRADED, true, REASON_APPLY_FAILED, error.clone()));
+    } else {
+        let rollout = input.rollout.clone().unwrap_or_default();
+        let complete = input.rollout.is_some() && rollout.complete();
+        phase = if complete { PHASE_READY } else { PHASE_PROGRESSING };
+        let ready_message = if complete {
+            format!("{}/{} replicas ready", rollout.ready, rollout.desired)
+        } else {
+            format!("rolling out: {}/{} replicas updated, {} ready", rollout.updated, rollout.desired, rollout.ready)
+        };
+        conditions.push(condition(CONDITION_READY, complete, if complete { REASON_ROLLED_OUT } else { REASON_ROLLING_OUT }, ready_message.clone()));
+        conditions.push(condition(CONDITION_PROGRESSING, !complete, if complete { REASON_ROLLED_OUT } else { REASON_ROLLING_OUT }, ready_message));
+        conditions.push(condition(CONDITION_DEGRADED, false, REASON_AS_EXPECTED, "no problems found".into()));
+    }
+
+    let unresolved: Vec<String> = input
+        .prompts
+        .iter()
+        .filter_map(|p| p.problem.as_ref().map(|problem| format!("{} {}: {problem}", p.name, p.requested)))
+        .collect();
+    conditions.push(if input.prompts.is_empty() {
+        condition(CONDITION_PROMPTS_RESOLVED, true, REASON_NO_PROMPTS, "the server references no managed prompts".into())
+    } else if unresolved.is_empty() {
+        condition(CONDITION_PROMPTS_RESOLVED, true, REASON_ALL_RESOLVED, format!("{} prompt(s) resolved", input.prompts.len()))
+    } else {
+        condition(CONDITION_PROMPTS_RESOLVED, false, REASON_NOT_RESOLVED, unresolved.join("; "))
+    });
+    conditions.push(if input.authenticated {
+        condition(CONDITION_AUTH_CONFIGURED, true, REASON_TOKENS_VALIDATED, "the gateway validates OAuth access tokens".into())
+    } else {
+        condition(CONDITION_AUTH_CONFIGURED, false, REASON_UNAUTHENTICATED, "spec.authentication is not set: the gateway accepts unauthenticated callers".into())
+    });
+
+    // Conditions other controllers (governance) own are kept as they are.
+    for kept in previous_conditions {
+        if !conditions.iter().any(|c| c.type_ == kept.type_) {
+            conditions.push(kept.clone());
+        }
+    }
+
+    let rollout = input.rollout.as_ref();
+    MCPServerStatus {
+        observed_generation: input.generation,
+        phase: Some(phase.to_string()),
+        endpoint: input.endpoint.clone(),
+        replicas: rollout.map(|r| r.replicas),
+        ready_replicas: rollout.map(|r| r.ready),
+        selector: input.selector.clone(),
+        conditions,
+        prompts: input
+            .prompts
+            .iter()
+            .map(|p| ResolvedPrompt {
+                name: p.name.clone(),
+                requested: p.requested.clone(),
+                resolved_version: p.resolved_version.clone(),
+            })
+            .collect(),
+        ..previous.cloned().unwrap_or_default()
+    }
+}
+
+fn make_condition(
+    previous: &[Condition],
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    let status = if ok { "True" } else { "False" };
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| now.clone());
+    Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+/// Whether two statuses differ in anything but condition timestamps.
+pub fn differs_ignoring_timestamps(a: &MCPServerStatus, b: &MCPServerStatus) -> bool {
+    let epoch = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+    let strip = |s: &MCPServerStatus| {
+        let mut s = s.clone();
+        for c in &mut s.conditions {
+            c.last_transition_time = epoch.clone();
+        }
+        s
+    };
+    strip(a) != strip(b)
+}
+
+/// The status of condition `type_`, if present.
+pub fn condition_status<'a>(status: &'a MCPServerStatus, type_: &str) -> Option<&'a str> {
+    status.conditions.iter().find(|c| c.type_ == type_).map(|c| c.status.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(seconds).unwrap())
+    }
+
+    fn ready_rollout() -> RolloutState {
+        RolloutState { generation: 1, observed_generation: 1, desired: 2, replicas: 2, updated: 2, ready: 2 }
+    }
+
+    #[test]
+    fn transition_time_moves_only_when_a_condition_flips() {
+        let input = StatusInput { generation: Some(1), rollout: Some(ready_rollout()), ..Default::default() };
+        let first = desired_status(&input, None, &at(100));
+        assert_eq!(first.phase.as_deref(), Some(PHASE_READY));
+        let again = desired_status(&input, Some(&first), &at(200));
+        assert!(!differs_ignoring_timestamps(&first, &again));
+        assert_eq!(again.conditions[0].last_transition_time, at(100), "unchanged conditions keep their time");
+
+        let rolling = StatusInput { rollout: Some(RolloutState { ready: 1, ..ready_rollout() }), ..input.clone() };
+        let flipped = desired_status(&rolling, Some(&again), &at(300));
+        assert!(differs_ignoring_timestamps(&again, &flipped));
+        let ready = flipped.conditions.iter().find(|c| c.type_ == CONDITION_READY).unwrap();
+        assert_eq!((ready.status.as_str(), &ready.last_transition_time), ("False", &at(300)));
+        assert_eq!(ready.observed_generation, Some(1));
+    }
+
+    #[test]
+    fn invalid_spec_and_prompt_problems_are_explained() {
+        let prompts = vec![PromptOutcome {
+            name: "triage".into(),
+            requested: "^9".into(),
+            resolved_version: None,
+            resolved_object: None,
+            deprecated: false,
+            problem: Some("no Active or Deprecated MCPPromptVersion matches".into()),
+        }];
+        let input = StatusInput { generation: Some(2), prompts: &prompts, invalid: Some("spec.port: taken".into()), ..Default::default() };
+        let status = desired_status(&input, None, &at(1));
+        assert_eq!(status.phase.as_deref(), Some(PHASE_INVALID));
+        assert_eq!(condition_status(&status, CONDITION_DEGRADED), Some("True"));
+        assert_eq!(condition_status(&status, CONDITION_PROMPTS_RESOLVED), Some("False"));
+        let prompts_condition = status.conditions.iter().find(|c| c.type_ == CONDITION_PROMPTS_RESOLVED).unwrap();
+        assert!(prompts_condition.message.contains("triage ^9"));
+    }
+
+    #[test]
+    fn conditions_owned_elsewhere_are_kept() {
+        let mut previous = MCPServerStatus::default();
+        previous.conditions.push(Condition {
+            type_: "PolicyCompliant".into(),
+            status: "False".into(),
+            reason: "Violations".into(),
+            message: "m".into(),
+            observed_generation: Some(1),
+            last_transition_time: at(5),
+        });
+        let status = desired_status(&StatusInput::default(), Some(&previous), &at(9));
+        assert!(status.conditions.iter().any(|c| c.type_ == "PolicyCompliant"));
+    }
+}
