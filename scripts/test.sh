@@ -11,4 +11,8 @@ fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/requirements.txt
 export MCP_TEST_VENV="$venv"
 
+if [ -z "${MCP_TEST_KUBECONFIG:-}" ]; then
+  echo "note: MCP_TEST_KUBECONFIG is not set: the real-cluster controller scenarios (tests/controller.rs, portable_scenarios_on_a_real_cluster) will skip; every other test runs"
+fi
+
 cargo test --locked

@@ -11,8 +11,8 @@ use std::time::Duration;
 use mcp_operator::builders::{BuildContext, DEFAULT_GATEWAY_IMAGE, DEFAULT_OPERATOR_NAMESPACE};
 use mcp_operator::controller::leader::LeaseConfig;
 use mcp_operator::controller::{self, ControllerConfig, ControllerError};
-use mcp_operator::telemetry::{self, LogFormat};
 use mcp_operator::offline::{self, OutputFormat};
+use mcp_operator::telemetry::{self, LogFormat};
 
 #[derive(Parser)]
 #[command(
@@ -139,7 +139,10 @@ fn main() -> ExitCode {
 }
 
 fn run_async(task: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -162,9 +165,12 @@ async fn controller(args: ControllerArgs) -> Result<(), String> {
             args.lease_renew_seconds, args.lease_duration_seconds
         ));
     }
-    let _telemetry = telemetry::init("mcp-operator-controller", args.log_format).map_err(|e| e.to_string())?;
+    let _telemetry =
+        telemetry::init("mcp-operator-controller", args.log_format).map_err(|e| e.to_string())?;
     let (client, cluster_url) = kube_client(args.kubeconfig.as_deref()).await?;
-    let identity = args.identity.unwrap_or_else(|| format!("mcp-operator-{}", std::process::id()));
+    let identity = args
+        .identity
+        .unwrap_or_else(|| format!("mcp-operator-{}", std::process::id()));
     let config = ControllerConfig {
         client,
         namespaces: args.namespaces,
@@ -186,27 +192,38 @@ async fn controller(args: ControllerArgs) -> Result<(), String> {
         crd_wait: Duration::from_secs(30),
         instance: identity,
         clock: controller::system_clock,
+        metrics: Default::default(),
     };
-    controller::run(config, shutdown_signal()).await.map_err(|e| match e {
-        ControllerError::Unreachable(reason) => format!("cannot reach the Kubernetes API server at {cluster_url}: {reason}"),
-        other => other.to_string(),
-    })
+    controller::run(config, shutdown_signal())
+        .await
+        .map_err(|e| match e {
+            ControllerError::Unreachable(reason) => {
+                format!("cannot reach the Kubernetes API server at {cluster_url}: {reason}")
+            }
+            other => other.to_string(),
+        })
 }
 
 /// A client from `--kubeconfig`, or the usual inference (in-cluster, then $KUBECONFIG).
-async fn kube_client(kubeconfig: Option<&std::path::Path>) -> Result<(kube::Client, String), String> {
+async fn kube_client(
+    kubeconfig: Option<&std::path::Path>,
+) -> Result<(kube::Client, String), String> {
     let mut config = match kubeconfig {
         Some(path) => {
-            let file = kube::config::Kubeconfig::read_from(path).map_err(|e| format!("cannot read kubeconfig {}: {e}", path.display()))?;
+            let file = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| format!("cannot read kubeconfig {}: {e}", path.display()))?;
             kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
                 .await
                 .map_err(|e| format!("kubeconfig {} is unusable: {e}", path.display()))?
         }
-        None => kube::Config::infer().await.map_err(|e| format!("no Kubernetes configuration found (give --kubeconfig): {e}"))?,
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| format!("no Kubernetes configuration found (give --kubeconfig): {e}"))?,
     };
     config.connect_timeout = Some(Duration::from_secs(5));
     let url = config.cluster_url.to_string();
-    let client = kube::Client::try_from(config).map_err(|e| format!("cannot create a Kubernetes client: {e}"))?;
+    let client = kube::Client::try_from(config)
+        .map_err(|e| format!("cannot create a Kubernetes client: {e}"))?;
     Ok((client, url))
 }
 
@@ -214,13 +231,14 @@ async fn kube_client(kubeconfig: Option<&std::path::Path>) -> Result<(kube::Clie
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}

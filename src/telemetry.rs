@@ -52,25 +52,45 @@ pub enum TelemetryError {
 /// Install the global subscriber for `service` (the OpenTelemetry `service.name`).
 pub fn init(service: &'static str, format: LogFormat) -> Result<Telemetry, TelemetryError> {
     let filter = match std::env::var("RUST_LOG") {
-        Ok(value) => EnvFilter::try_new(value).map_err(|e| TelemetryError::Filter(e.to_string()))?,
+        Ok(value) => {
+            EnvFilter::try_new(value).map_err(|e| TelemetryError::Filter(e.to_string()))?
+        }
         Err(_) => EnvFilter::new(DEFAULT_FILTER),
     };
     let fmt = match format {
-        LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed(),
-        LogFormat::Json => tracing_subscriber::fmt::layer().json().with_current_span(true).with_writer(std::io::stderr).boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_writer(std::io::stderr)
+            .boxed(),
     };
     let provider = match std::env::var(OTLP_ENDPOINT_VARIABLE) {
         Ok(endpoint) if !endpoint.is_empty() => {
             let exporter = opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
                 .build()
-                .map_err(|e| TelemetryError::Exporter { endpoint: endpoint.clone(), message: e.to_string() })?;
-            let resource = opentelemetry_sdk::Resource::builder().with_service_name(service).build();
-            Some(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build())
+                .map_err(|e| TelemetryError::Exporter {
+                    endpoint: endpoint.clone(),
+                    message: e.to_string(),
+                })?;
+            let resource = opentelemetry_sdk::Resource::builder()
+                .with_service_name(service)
+                .build();
+            Some(
+                SdkTracerProvider::builder()
+                    .with_batch_exporter(exporter)
+                    .with_resource(resource)
+                    .build(),
+            )
         }
         _ => None,
     };
-    let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service)));
+    let otel = provider
+        .as_ref()
+        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service)));
     tracing_subscriber::registry()
         .with(filter)
         .with(fmt)

@@ -10,8 +10,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::Client;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
 use serde_json::Value;
 
 use crate::builders::gateway::sha256_hex;
@@ -71,8 +71,12 @@ impl ChildKind {
             ChildKind::Deployment => ApiResource::erase::<apps::v1::Deployment>(&()),
             ChildKind::Service => ApiResource::erase::<core::v1::Service>(&()),
             ChildKind::NetworkPolicy => ApiResource::erase::<networking::v1::NetworkPolicy>(&()),
-            ChildKind::HorizontalPodAutoscaler => ApiResource::erase::<autoscaling::v2::HorizontalPodAutoscaler>(&()),
-            ChildKind::PodDisruptionBudget => ApiResource::erase::<policy::v1::PodDisruptionBudget>(&()),
+            ChildKind::HorizontalPodAutoscaler => {
+                ApiResource::erase::<autoscaling::v2::HorizontalPodAutoscaler>(&())
+            }
+            ChildKind::PodDisruptionBudget => {
+                ApiResource::erase::<policy::v1::PodDisruptionBudget>(&())
+            }
         }
     }
 }
@@ -92,7 +96,11 @@ impl ObservedChild {
     pub fn from_meta(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Self {
         ObservedChild {
             uid: meta.uid.clone(),
-            applied_hash: meta.annotations.as_ref().and_then(|a| a.get(ANNOTATION_APPLIED_HASH)).cloned(),
+            applied_hash: meta
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(ANNOTATION_APPLIED_HASH))
+                .cloned(),
             generation: meta.generation.filter(|g| *g > 0),
             resource_version: meta.resource_version.clone(),
             owner_uid: meta
@@ -131,8 +139,15 @@ impl Baselines {
     }
 
     /// Whether `desired_hash` must be applied over what is observed.
-    pub fn needs_apply(&self, key: &ChildKey, desired_hash: &str, observed: Option<&ObservedChild>) -> bool {
-        let Some(observed) = observed else { return true };
+    pub fn needs_apply(
+        &self,
+        key: &ChildKey,
+        desired_hash: &str,
+        observed: Option<&ObservedChild>,
+    ) -> bool {
+        let Some(observed) = observed else {
+            return true;
+        };
         if observed.applied_hash.as_deref() != Some(desired_hash) {
             return true;
         }
@@ -149,16 +164,28 @@ impl Baselines {
     }
 
     fn record(&self, key: ChildKey, applied: &Value) {
-        let generation = applied.pointer("/metadata/generation").and_then(Value::as_i64).filter(|g| *g > 0);
+        let generation = applied
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .filter(|g| *g > 0);
         let marker = match generation {
             Some(g) => Marker::Generation(g),
-            None => Marker::ResourceVersion(applied.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default().to_string()),
+            None => Marker::ResourceVersion(
+                applied
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+            ),
         };
         self.lock().insert(key, marker);
     }
 
     pub fn forget_server(&self, namespace: &str, name: &str) {
-        self.lock().retain(|(_, ns, n), _| !(ns == namespace && (n == name || *n == crate::builders::labels::gateway_config_name(name))));
+        self.lock().retain(|(_, ns, n), _| {
+            !(ns == namespace
+                && (n == name || *n == crate::builders::labels::gateway_config_name(name)))
+        });
     }
 }
 
@@ -175,15 +202,31 @@ impl DesiredChild {
     /// Annotate `object` with the hash of its own content.
     pub fn new(kind: ChildKind, mut object: Value) -> Self {
         let hash = sha256_hex(object.to_string().as_bytes());
-        let namespace = object.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default().to_string();
-        let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+        let namespace = object
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let name = object
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
-            let annotations = metadata.entry("annotations").or_insert_with(|| Value::Object(Default::default()));
+            let annotations = metadata
+                .entry("annotations")
+                .or_insert_with(|| Value::Object(Default::default()));
             if let Some(map) = annotations.as_object_mut() {
                 map.insert(ANNOTATION_APPLIED_HASH.into(), Value::String(hash.clone()));
             }
         }
-        DesiredChild { kind, namespace, name, object, hash }
+        DesiredChild {
+            kind,
+            namespace,
+            name,
+            object,
+            hash,
+        }
     }
 
     pub fn key(&self) -> ChildKey {
@@ -192,28 +235,60 @@ impl DesiredChild {
 }
 
 /// Server-side apply `child`, record its marker, and return what the API server stored.
-pub async fn apply(client: &Client, baselines: &Baselines, child: &DesiredChild) -> Result<Value, Error> {
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &child.namespace, &child.kind.api_resource());
+pub async fn apply(
+    client: &Client,
+    baselines: &Baselines,
+    child: &DesiredChild,
+) -> Result<Value, Error> {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &child.namespace, &child.kind.api_resource());
     let applied = api
-        .patch(&child.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&child.object))
+        .patch(
+            &child.name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&child.object),
+        )
         .await
-        .map_err(|source| Error::Apply { kind: child.kind.as_str(), name: child.name.clone(), source })?;
-    let applied = serde_json::to_value(applied).map_err(|e| Error::Internal(format!("applied {} does not serialise: {e}", child.kind.as_str())))?;
+        .map_err(|source| Error::Apply {
+            kind: child.kind.as_str(),
+            name: child.name.clone(),
+            source,
+        })?;
+    let applied = serde_json::to_value(applied).map_err(|e| {
+        Error::Internal(format!(
+            "applied {} does not serialise: {e}",
+            child.kind.as_str()
+        ))
+    })?;
     baselines.record(child.key(), &applied);
     Ok(applied)
 }
 
 /// Delete a child that is no longer wanted (a 404 means someone already did).
-pub async fn delete(client: &Client, kind: ChildKind, namespace: &str, name: &str, uid: Option<&str>) -> Result<(), Error> {
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &kind.api_resource());
+pub async fn delete(
+    client: &Client,
+    kind: ChildKind,
+    namespace: &str,
+    name: &str,
+    uid: Option<&str>,
+) -> Result<(), Error> {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), namespace, &kind.api_resource());
     let mut params = DeleteParams::background();
     if let Some(uid) = uid {
-        params = params.preconditions(kube::api::Preconditions { uid: Some(uid.to_string()), resource_version: None });
+        params = params.preconditions(kube::api::Preconditions {
+            uid: Some(uid.to_string()),
+            resource_version: None,
+        });
     }
     match api.delete(name, &params).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(source) => Err(Error::Apply { kind: kind.as_str(), name: name.to_string(), source }),
+        Err(source) => Err(Error::Apply {
+            kind: kind.as_str(),
+            name: name.to_string(),
+            source,
+        }),
     }
 }
 
@@ -236,14 +311,33 @@ mod tests {
         let baselines = Baselines::default();
         let key = (ChildKind::Deployment, "ns".to_string(), "s".to_string());
         assert!(baselines.needs_apply(&key, "h", None), "missing");
-        assert!(baselines.needs_apply(&key, "new", Some(&observed("h", Some(1), "10"))), "desired changed");
-        assert!(!baselines.needs_apply(&key, "h", Some(&observed("h", Some(1), "10"))), "first sight of a current child");
-        assert!(!baselines.needs_apply(&key, "h", Some(&observed("h", Some(1), "11"))), "status-only change");
-        assert!(baselines.needs_apply(&key, "h", Some(&observed("h", Some(2), "12"))), "spec edited by someone else");
+        assert!(
+            baselines.needs_apply(&key, "new", Some(&observed("h", Some(1), "10"))),
+            "desired changed"
+        );
+        assert!(
+            !baselines.needs_apply(&key, "h", Some(&observed("h", Some(1), "10"))),
+            "first sight of a current child"
+        );
+        assert!(
+            !baselines.needs_apply(&key, "h", Some(&observed("h", Some(1), "11"))),
+            "status-only change"
+        );
+        assert!(
+            baselines.needs_apply(&key, "h", Some(&observed("h", Some(2), "12"))),
+            "spec edited by someone else"
+        );
 
-        let cm = (ChildKind::ConfigMap, "ns".to_string(), "s-gateway".to_string());
+        let cm = (
+            ChildKind::ConfigMap,
+            "ns".to_string(),
+            "s-gateway".to_string(),
+        );
         assert!(!baselines.needs_apply(&cm, "h", Some(&observed("h", None, "5"))));
-        assert!(baselines.needs_apply(&cm, "h", Some(&observed("h", None, "6"))), "no generation: any write is an edit");
+        assert!(
+            baselines.needs_apply(&cm, "h", Some(&observed("h", None, "6"))),
+            "no generation: any write is an edit"
+        );
     }
 
     #[test]
@@ -252,6 +346,9 @@ mod tests {
         let a = DesiredChild::new(ChildKind::ConfigMap, object.clone());
         let b = DesiredChild::new(ChildKind::ConfigMap, object);
         assert_eq!(a.hash, b.hash);
-        assert_eq!(a.object["metadata"]["annotations"][ANNOTATION_APPLIED_HASH], a.hash.as_str());
+        assert_eq!(
+            a.object["metadata"]["annotations"][ANNOTATION_APPLIED_HASH],
+            a.hash.as_str()
+        );
     }
 }

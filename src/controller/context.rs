@@ -11,10 +11,10 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
+use kube::Resource;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::Resource;
 
 use crate::api::{MCPPolicy, MCPPromptVersion, MCPServer};
 use crate::builders::BuildContext;
@@ -27,7 +27,7 @@ use super::status::RolloutState;
 /// The reflector caches a reconcile reads instead of calling the API server.
 #[derive(Clone)]
 pub struct Stores {
-    pub servers: Store<MCPServer>,
+    pub servers: Store<super::GuardedServer>,
     pub policies: Store<MCPPolicy>,
     pub prompt_versions: Store<MCPPromptVersion>,
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
@@ -43,27 +43,37 @@ pub struct Stores {
 
 /// Per-object exponential backoff for transient failures (kube has none built in).
 pub struct Backoff {
-    failures: Mutex<HashMap<ObjectRef<MCPServer>, u32>>,
+    failures: Mutex<HashMap<ObjectRef<super::GuardedServer>, u32>>,
     base: Duration,
     cap: Duration,
 }
 
 impl Backoff {
     pub fn new(base: Duration, cap: Duration) -> Self {
-        Backoff { failures: Mutex::new(HashMap::new()), base, cap }
+        Backoff {
+            failures: Mutex::new(HashMap::new()),
+            base,
+            cap,
+        }
     }
 
     /// The delay before retrying `key` after one more failure: base, 2×base, 4×base ... up to cap.
-    pub fn next(&self, key: &ObjectRef<MCPServer>) -> Duration {
+    pub fn next(&self, key: &ObjectRef<super::GuardedServer>) -> Duration {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let count = failures.entry(key.clone()).or_default();
-        let delay = self.base.saturating_mul(1u32 << (*count).min(16)).min(self.cap);
+        let delay = self
+            .base
+            .saturating_mul(1u32 << (*count).min(16))
+            .min(self.cap);
         *count = count.saturating_add(1);
         delay
     }
 
-    pub fn reset(&self, key: &ObjectRef<MCPServer>) {
-        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    pub fn reset(&self, key: &ObjectRef<super::GuardedServer>) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
     }
 }
 
@@ -98,9 +108,20 @@ impl Context {
     }
 
     /// What the caches know of a child.
-    pub fn observed_child(&self, kind: ChildKind, namespace: &str, name: &str) -> Option<ObservedChild> {
-        fn find<K: Resource<DynamicType = ()> + Clone>(store: &Store<PartialObjectMeta<K>>, namespace: &str, name: &str) -> Option<ObservedChild> {
-            store.get(&ObjectRef::new(name).within(namespace)).map(|o| ObservedChild::from_meta(&o.metadata))
+    pub fn observed_child(
+        &self,
+        kind: ChildKind,
+        namespace: &str,
+        name: &str,
+    ) -> Option<ObservedChild> {
+        fn find<K: Resource<DynamicType = ()> + Clone>(
+            store: &Store<PartialObjectMeta<K>>,
+            namespace: &str,
+            name: &str,
+        ) -> Option<ObservedChild> {
+            store
+                .get(&ObjectRef::new(name).within(namespace))
+                .map(|o| ObservedChild::from_meta(&o.metadata))
         }
         match kind {
             ChildKind::ServiceAccount => find(&self.stores.service_accounts, namespace, name),
@@ -108,7 +129,9 @@ impl Context {
             ChildKind::Service => find(&self.stores.services, namespace, name),
             ChildKind::NetworkPolicy => find(&self.stores.network_policies, namespace, name),
             ChildKind::HorizontalPodAutoscaler => find(&self.stores.autoscalers, namespace, name),
-            ChildKind::PodDisruptionBudget => find(&self.stores.disruption_budgets, namespace, name),
+            ChildKind::PodDisruptionBudget => {
+                find(&self.stores.disruption_budgets, namespace, name)
+            }
             ChildKind::Deployment => self
                 .stores
                 .deployments
@@ -127,8 +150,23 @@ impl Context {
 
     /// Publish an Event about `server`; a failure to record is logged, never fatal.
     pub async fn publish(&self, server: &MCPServer, type_: EventType, reason: &str, note: &str) {
-        let reference = server.object_ref(&());
-        if let Err(e) = self.recorder.publish(&event(type_, reason, note), &reference).await {
+        self.publish_about(&server.object_ref(&()), type_, reason, note)
+            .await;
+    }
+
+    /// Publish an Event about the object `reference` names.
+    pub async fn publish_about(
+        &self,
+        reference: &k8s_openapi::api::core::v1::ObjectReference,
+        type_: EventType,
+        reason: &str,
+        note: &str,
+    ) {
+        if let Err(e) = self
+            .recorder
+            .publish(&event(type_, reason, note), reference)
+            .await
+        {
             tracing::warn!(error = %e, reason, "could not record an event");
         }
         self.metrics.event_published();

@@ -56,6 +56,8 @@ pub struct Metrics {
     events: Counter,
     pub managed_servers: Gauge,
     pub leader: Gauge,
+    /// Completed reconciles, for waiting on them (tests, benchmarks) without polling.
+    reconciled: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Default for Metrics {
@@ -69,14 +71,42 @@ impl Default for Metrics {
         let events = Counter::default();
         let managed_servers = Gauge::default();
         let leader = Gauge::default();
-        registry.register(METRIC_RECONCILES, "Reconciles of MCPServers", reconciles.clone());
-        registry.register(METRIC_RECONCILE_FAILURES, "Failed reconciles, by error category", failures.clone());
-        registry.register(METRIC_RECONCILE_DURATION, "Duration of one reconcile", duration.clone());
-        registry.register(METRIC_CHILD_WRITES, "Server-side applies and deletes of children, by kind", child_writes.clone());
-        registry.register(METRIC_STATUS_WRITES, "MCPServer status writes", status_writes.clone());
+        registry.register(
+            METRIC_RECONCILES,
+            "Reconciles of MCPServers",
+            reconciles.clone(),
+        );
+        registry.register(
+            METRIC_RECONCILE_FAILURES,
+            "Failed reconciles, by error category",
+            failures.clone(),
+        );
+        registry.register(
+            METRIC_RECONCILE_DURATION,
+            "Duration of one reconcile",
+            duration.clone(),
+        );
+        registry.register(
+            METRIC_CHILD_WRITES,
+            "Server-side applies and deletes of children, by kind",
+            child_writes.clone(),
+        );
+        registry.register(
+            METRIC_STATUS_WRITES,
+            "MCPServer status writes",
+            status_writes.clone(),
+        );
         registry.register(METRIC_EVENTS, "Kubernetes Events published", events.clone());
-        registry.register(METRIC_MANAGED_SERVERS, "MCPServers in the controller's cache", managed_servers.clone());
-        registry.register(METRIC_LEADER, "1 while this replica holds the leader lease", leader.clone());
+        registry.register(
+            METRIC_MANAGED_SERVERS,
+            "MCPServers in the controller's cache",
+            managed_servers.clone(),
+        );
+        registry.register(
+            METRIC_LEADER,
+            "1 while this replica holds the leader lease",
+            leader.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             reconciles,
@@ -87,6 +117,7 @@ impl Default for Metrics {
             events,
             managed_servers,
             leader,
+            reconciled: Arc::new(tokio::sync::watch::channel(0).0),
         }
     }
 }
@@ -94,14 +125,23 @@ impl Default for Metrics {
 impl Metrics {
     pub fn observe_reconcile(&self, elapsed: Duration, error: Option<&Error>) {
         self.reconciles.inc();
+        self.reconciled.send_modify(|n| *n += 1);
         self.duration.observe(elapsed.as_secs_f64());
         if let Some(error) = error {
-            self.failures.get_or_create(&CategoryLabel { category: error.category() }).inc();
+            self.failures
+                .get_or_create(&CategoryLabel {
+                    category: error.category(),
+                })
+                .inc();
         }
     }
 
     pub fn child_written(&self, kind: ChildKind) {
-        self.child_writes.get_or_create(&KindLabel { kind: kind.as_str() }).inc();
+        self.child_writes
+            .get_or_create(&KindLabel {
+                kind: kind.as_str(),
+            })
+            .inc();
     }
 
     pub fn status_written(&self) {
@@ -110,6 +150,11 @@ impl Metrics {
 
     pub fn event_published(&self) {
         self.events.inc();
+    }
+
+    /// A receiver of the number of completed reconciles.
+    pub fn reconciles(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.reconciled.subscribe()
     }
 
     /// The text exposition.

@@ -25,12 +25,12 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use kube::api::Api;
+use kube::core::{DeserializeGuard, PartialObjectMeta};
+use kube::runtime::PredicateConfig;
 use kube::runtime::controller::{Action, Config as ControllerRuntimeConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::runtime::PredicateConfig;
-use kube::core::PartialObjectMeta;
 use kube::{Client, CustomResourceExt, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
@@ -77,7 +77,9 @@ impl Error {
 pub enum ControllerError {
     #[error("cannot reach the Kubernetes API server: {0}")]
     Unreachable(String),
-    #[error("CustomResourceDefinition {name} is not installed: apply the files in crds/ first (kubectl apply --server-side -f crds/)")]
+    #[error(
+        "CustomResourceDefinition {name} is not installed: apply the files in crds/ first (kubectl apply --server-side -f crds/)"
+    )]
     CrdMissing { name: String },
     #[error("CustomResourceDefinition {name} is not Established after {waited:?}")]
     CrdNotEstablished { name: String, waited: Duration },
@@ -117,6 +119,7 @@ pub struct ControllerConfig {
     /// Identity in Events (`reportingInstance`).
     pub instance: String,
     pub clock: fn() -> Time,
+    pub metrics: Metrics,
 }
 
 /// The wall clock.
@@ -125,18 +128,25 @@ pub fn system_clock() -> Time {
 }
 
 /// Run until `shutdown` resolves (graceful) or leadership is lost (an error).
-pub async fn run(config: ControllerConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ControllerError> {
-    let metrics = Metrics::default();
+pub async fn run(
+    config: ControllerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ControllerError> {
+    let metrics = config.metrics.clone();
     let ready = Arc::new(AtomicBool::new(false));
-    let server_counts: Arc<std::sync::Mutex<Vec<Store<MCPServer>>>> = Arc::default();
+    let server_counts: Arc<std::sync::Mutex<Vec<Store<GuardedServer>>>> = Arc::default();
     if let Some(addr) = config.metrics_addr {
         serve_health(addr, metrics.clone(), ready.clone(), server_counts.clone()).await?;
     }
     check_reachable(&config.client).await?;
     wait_for_crds(&config.client, config.crd_wait).await?;
 
-    let shutdown = (Box::pin(shutdown) as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>).shared();
-    let elector = config.lease.clone().map(|lease| LeaderElector::new(config.client.clone(), lease));
+    let shutdown =
+        (Box::pin(shutdown) as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>).shared();
+    let elector = config
+        .lease
+        .clone()
+        .map(|lease| LeaderElector::new(config.client.clone(), lease));
     if let Some(elector) = &elector {
         // A follower is healthy and ready: it only waits.
         ready.store(true, Ordering::SeqCst);
@@ -147,9 +157,14 @@ pub async fn run(config: ControllerConfig, shutdown: impl Future<Output = ()> + 
         metrics.leader.set(1);
     }
 
-    let scopes: Vec<Option<String>> = if config.namespaces.is_empty() { vec![None] } else { config.namespaces.iter().cloned().map(Some).collect() };
+    let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {
+        vec![None]
+    } else {
+        config.namespaces.iter().cloned().map(Some).collect()
+    };
     let runs = scopes.into_iter().map(|scope| {
-        let (controller, servers) = scope_controller(&config, scope, metrics.clone(), shutdown.clone());
+        let (controller, servers) =
+            scope_controller(&config, scope, metrics.clone(), shutdown.clone());
         if let Ok(mut stores) = server_counts.lock() {
             stores.push(servers);
         }
@@ -176,7 +191,10 @@ pub async fn run(config: ControllerConfig, shutdown: impl Future<Output = ()> + 
 
 fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
 where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
     K::DynamicType: Default,
 {
     match namespace {
@@ -190,9 +208,13 @@ fn strip_managed_fields<K: Resource>(object: &mut K) {
     object.meta_mut().managed_fields = None;
 }
 
+/// An MCPServer as cached: one that does not deserialize is kept as an error, so it cannot stop
+/// the watch that feeds every other server.
+pub type GuardedServer = DeserializeGuard<MCPServer>;
+
 /// What of an MCPServer triggers a reconcile: its spec (generation), labels (policy selection),
 /// deletion. Status writes, including the controller's own, do not.
-fn server_trigger(server: &MCPServer) -> Option<u64> {
+fn server_trigger(server: &GuardedServer) -> Option<u64> {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     server.meta().generation.hash(&mut hasher);
     server.meta().labels.hash(&mut hasher);
@@ -206,16 +228,18 @@ fn scope_controller(
     scope: Option<String>,
     metrics: Metrics,
     shutdown: future::Shared<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
-) -> (impl Future<Output = ()>, Store<MCPServer>) {
+) -> (impl Future<Output = ()>, Store<GuardedServer>) {
     let client = &config.client;
     let mut server_config = watcher::Config::default().any_semantic();
     if let Some(selector) = &config.server_selector {
         server_config = server_config.labels(selector);
     }
-    let children_config = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}")).any_semantic();
+    let children_config = watcher::Config::default()
+        .labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"))
+        .any_semantic();
 
     let (servers, servers_writer) = reflector::store();
-    let server_stream = watcher(scoped::<MCPServer>(client, &scope), server_config)
+    let server_stream = watcher(scoped::<GuardedServer>(client, &scope), server_config)
         .default_backoff()
         .modify(strip_managed_fields)
         .reflect(servers_writer)
@@ -223,50 +247,73 @@ fn scope_controller(
         .predicate_filter(server_trigger, PredicateConfig::default());
 
     let (policies, policies_writer) = reflector::store();
-    let policy_stream = watcher(Api::<MCPPolicy>::all(client.clone()), watcher::Config::default().any_semantic())
-        .default_backoff()
-        .modify(strip_managed_fields)
-        .reflect(policies_writer)
-        .touched_objects();
+    let policy_stream = watcher(
+        Api::<MCPPolicy>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .modify(strip_managed_fields)
+    .reflect(policies_writer)
+    .touched_objects();
     let (prompt_versions, prompts_writer) = reflector::store();
-    let prompt_stream = watcher(scoped::<MCPPromptVersion>(client, &scope), watcher::Config::default().any_semantic())
-        .default_backoff()
-        .modify(strip_managed_fields)
-        .reflect(prompts_writer)
-        .touched_objects();
+    let prompt_stream = watcher(
+        scoped::<MCPPromptVersion>(client, &scope),
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .modify(strip_managed_fields)
+    .reflect(prompts_writer)
+    .touched_objects();
     let (namespaces, namespaces_writer) = reflector::store();
-    let namespace_stream = watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), watcher::Config::default().any_semantic())
-        .default_backoff()
-        .modify(strip_managed_fields)
-        .reflect(namespaces_writer)
-        .touched_objects()
-        .predicate_filter(|n: &PartialObjectMeta<Namespace>| {
+    let namespace_stream = watcher(
+        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .modify(strip_managed_fields)
+    .reflect(namespaces_writer)
+    .touched_objects()
+    .predicate_filter(
+        |n: &PartialObjectMeta<Namespace>| {
             let mut hasher = std::collections::hash_map::DefaultHasher::new();
             n.metadata.labels.hash(&mut hasher);
             Some(hasher.finish())
-        }, PredicateConfig::default());
+        },
+        PredicateConfig::default(),
+    );
 
     // Deployments: status and metadata are all a reconcile reads, so the pod template is dropped.
     let (deployments, deployments_writer) = reflector::store();
-    let deployment_stream = watcher(scoped::<Deployment>(client, &scope), children_config.clone())
-        .default_backoff()
-        .modify(|d: &mut Deployment| {
-            d.metadata.managed_fields = None;
-            if let Some(spec) = d.spec.as_mut() {
-                *spec = DeploymentSpec { replicas: spec.replicas, selector: LabelSelector::default(), template: PodTemplateSpec::default(), ..Default::default() };
-            }
-        })
-        .reflect(deployments_writer)
-        .touched_objects();
+    let deployment_stream = watcher(
+        scoped::<Deployment>(client, &scope),
+        children_config.clone(),
+    )
+    .default_backoff()
+    .modify(|d: &mut Deployment| {
+        d.metadata.managed_fields = None;
+        if let Some(spec) = d.spec.as_mut() {
+            *spec = DeploymentSpec {
+                replicas: spec.replicas,
+                selector: LabelSelector::default(),
+                template: PodTemplateSpec::default(),
+                ..Default::default()
+            };
+        }
+    })
+    .reflect(deployments_writer)
+    .touched_objects();
 
     macro_rules! child_meta {
         ($kind:ty) => {{
             let (store, writer) = reflector::store::<kube::core::PartialObjectMeta<$kind>>();
-            let stream = watcher(scoped::<PartialObjectMeta<$kind>>(client, &scope), children_config.clone())
-                .default_backoff()
-                .modify(strip_managed_fields)
-                .reflect(writer)
-                .touched_objects();
+            let stream = watcher(
+                scoped::<PartialObjectMeta<$kind>>(client, &scope),
+                children_config.clone(),
+            )
+            .default_backoff()
+            .modify(strip_managed_fields)
+            .reflect(writer)
+            .touched_objects();
             (store, stream)
         }};
     }
@@ -290,7 +337,10 @@ fn scope_controller(
         autoscalers,
         disruption_budgets,
     };
-    let reporter = Reporter { controller: MANAGER.into(), instance: Some(config.instance.clone()) };
+    let reporter = Reporter {
+        controller: MANAGER.into(),
+        instance: Some(config.instance.clone()),
+    };
     let context = Arc::new(Context {
         client: client.clone(),
         build: config.build.clone(),
@@ -315,9 +365,18 @@ fn scope_controller(
         .owns_stream(np_stream)
         .owns_stream(hpa_stream)
         .owns_stream(pdb_stream)
-        .watches_stream(policy_stream, move |policy: MCPPolicy| servers_affected_by_policy(&policy, &policy_servers, &policy_namespaces))
-        .watches_stream(prompt_stream, move |version: MCPPromptVersion| servers_using_prompt(&version, &prompt_servers))
-        .watches_stream(namespace_stream, move |namespace: PartialObjectMeta<Namespace>| servers_in_namespace(&namespace.name_any(), &namespace_servers))
+        .watches_stream(policy_stream, move |policy: MCPPolicy| {
+            servers_affected_by_policy(&policy, &policy_servers, &policy_namespaces)
+        })
+        .watches_stream(prompt_stream, move |version: MCPPromptVersion| {
+            servers_using_prompt(&version, &prompt_servers)
+        })
+        .watches_stream(
+            namespace_stream,
+            move |namespace: PartialObjectMeta<Namespace>| {
+                servers_in_namespace(&namespace.name_any(), &namespace_servers)
+            },
+        )
         .graceful_shutdown_on(shutdown)
         .run(reconcile::reconcile, error_policy, context)
         .for_each(|result| {
@@ -330,7 +389,7 @@ fn scope_controller(
 }
 
 /// Invalid specs wait for a change; everything else retries with per-object exponential backoff.
-fn error_policy(server: Arc<MCPServer>, error: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy(server: Arc<GuardedServer>, error: &Error, ctx: Arc<Context>) -> Action {
     match error {
         Error::InvalidSpec(_) => Action::await_change(),
         _ => {
@@ -342,39 +401,66 @@ fn error_policy(server: Arc<MCPServer>, error: &Error, ctx: Arc<Context>) -> Act
 }
 
 /// Servers a policy selects now, or selected when their status was last written.
-pub fn servers_affected_by_policy(policy: &MCPPolicy, servers: &Store<MCPServer>, namespaces: &Store<PartialObjectMeta<Namespace>>) -> Vec<ObjectRef<MCPServer>> {
+pub fn servers_affected_by_policy(
+    policy: &MCPPolicy,
+    servers: &Store<GuardedServer>,
+    namespaces: &Store<PartialObjectMeta<Namespace>>,
+) -> Vec<ObjectRef<GuardedServer>> {
     let name = policy.name_any();
-    servers
-        .state()
-        .iter()
+    valid_servers(servers)
         .filter(|s| {
             let ns = s.namespace().unwrap_or_default();
-            let mut labels = namespaces.get(&ObjectRef::new(&ns)).and_then(|n| n.metadata.labels.clone()).unwrap_or_default();
+            let mut labels = namespaces
+                .get(&ObjectRef::new(&ns))
+                .and_then(|n| n.metadata.labels.clone())
+                .unwrap_or_default();
             labels.insert("kubernetes.io/metadata.name".into(), ns);
-            policy.selects(&labels, s.labels()) || s.status.as_ref().is_some_and(|st| st.policies.iter().any(|p| p.name == name))
+            policy.selects(&labels, s.labels())
+                || s.status
+                    .as_ref()
+                    .is_some_and(|st| st.policies.iter().any(|p| p.name == name))
         })
-        .map(|s| ObjectRef::from_obj(s.as_ref()))
+        .map(|s| server_ref(&s))
         .collect()
 }
 
 /// Servers in the prompt version's namespace that reference its prompt.
-pub fn servers_using_prompt(version: &MCPPromptVersion, servers: &Store<MCPServer>) -> Vec<ObjectRef<MCPServer>> {
+pub fn servers_using_prompt(
+    version: &MCPPromptVersion,
+    servers: &Store<GuardedServer>,
+) -> Vec<ObjectRef<GuardedServer>> {
     let namespace = version.namespace();
-    servers
-        .state()
-        .iter()
-        .filter(|s| s.namespace() == namespace && s.spec.prompts.iter().any(|p| p.name == version.spec.prompt))
-        .map(|s| ObjectRef::from_obj(s.as_ref()))
+    valid_servers(servers)
+        .filter(|s| {
+            s.namespace() == namespace
+                && s.spec.prompts.iter().any(|p| p.name == version.spec.prompt)
+        })
+        .map(|s| server_ref(&s))
         .collect()
 }
 
-fn servers_in_namespace(namespace: &str, servers: &Store<MCPServer>) -> Vec<ObjectRef<MCPServer>> {
+fn servers_in_namespace(
+    namespace: &str,
+    servers: &Store<GuardedServer>,
+) -> Vec<ObjectRef<GuardedServer>> {
     servers
         .state()
         .iter()
         .filter(|s| s.namespace().as_deref() == Some(namespace))
         .map(|s| ObjectRef::from_obj(s.as_ref()))
         .collect()
+}
+
+/// The servers of a cache that deserialized.
+fn valid_servers(servers: &Store<GuardedServer>) -> impl Iterator<Item = MCPServer> {
+    servers
+        .state()
+        .into_iter()
+        .filter_map(|g| g.0.as_ref().ok().cloned())
+}
+
+fn server_ref(server: &MCPServer) -> ObjectRef<GuardedServer> {
+    ObjectRef::new(&server.name_any()).within(&server.namespace().unwrap_or_default())
 }
 
 async fn check_reachable(client: &Client) -> Result<(), ControllerError> {
@@ -389,18 +475,38 @@ async fn check_reachable(client: &Client) -> Result<(), ControllerError> {
 async fn wait_for_crds(client: &Client, wait: Duration) -> Result<(), ControllerError> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let deadline = tokio::time::Instant::now() + wait;
-    for name in [MCPServer::crd_name(), MCPPolicy::crd_name(), MCPPromptVersion::crd_name()] {
+    for name in [
+        MCPServer::crd_name(),
+        MCPPolicy::crd_name(),
+        MCPPromptVersion::crd_name(),
+    ] {
         loop {
-            let crd = api.get_opt(name).await.map_err(|source| ControllerError::CrdRead { name: name.into(), source })?;
+            let crd = api
+                .get_opt(name)
+                .await
+                .map_err(|source| ControllerError::CrdRead {
+                    name: name.into(),
+                    source,
+                })?;
             let Some(crd) = crd else {
                 return Err(ControllerError::CrdMissing { name: name.into() });
             };
-            let established = crd.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+            let established = crd
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                });
             if established {
                 break;
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(ControllerError::CrdNotEstablished { name: name.into(), waited: wait });
+                return Err(ControllerError::CrdNotEstablished {
+                    name: name.into(),
+                    waited: wait,
+                });
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
@@ -408,26 +514,52 @@ async fn wait_for_crds(client: &Client, wait: Duration) -> Result<(), Controller
     Ok(())
 }
 
-async fn serve_health(addr: SocketAddr, metrics: Metrics, ready: Arc<AtomicBool>, servers: Arc<std::sync::Mutex<Vec<Store<MCPServer>>>>) -> Result<(), ControllerError> {
+async fn serve_health(
+    addr: SocketAddr,
+    metrics: Metrics,
+    ready: Arc<AtomicBool>,
+    servers: Arc<std::sync::Mutex<Vec<Store<GuardedServer>>>>,
+) -> Result<(), ControllerError> {
     use axum::http::StatusCode;
     use axum::routing::get;
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ControllerError::Listen { addr, source })?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ControllerError::Listen { addr, source })?;
     let app = axum::Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
             get(move || {
                 let ready = ready.load(Ordering::SeqCst);
-                async move { if ready { (StatusCode::OK, "ready") } else { (StatusCode::SERVICE_UNAVAILABLE, "starting") } }
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ready")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "starting")
+                    }
+                }
             }),
         )
         .route(
             "/metrics",
             get(move || {
-                let managed: usize = servers.lock().map(|s| s.iter().map(|store| store.state().len()).sum()).unwrap_or(0);
-                metrics.managed_servers.set(i64::try_from(managed).unwrap_or(i64::MAX));
+                let managed: usize = servers
+                    .lock()
+                    .map(|s| s.iter().map(|store| store.state().len()).sum())
+                    .unwrap_or(0);
+                metrics
+                    .managed_servers
+                    .set(i64::try_from(managed).unwrap_or(i64::MAX));
                 let text = metrics.encode();
-                async move { ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text) }
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        text,
+                    )
+                }
             }),
         );
     tokio::spawn(async move {

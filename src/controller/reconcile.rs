@@ -13,7 +13,7 @@ use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
-use tracing::{field, instrument, Span};
+use tracing::{Span, field, instrument};
 
 use crate::api::server::{AppliedPolicy, MCPServerStatus};
 use crate::api::{MCPPolicy, MCPServer};
@@ -24,7 +24,7 @@ use crate::validation::semantic;
 use super::children::{self, ChildKind, DesiredChild, FIELD_MANAGER, ObservedChild};
 use super::context::Context;
 use super::status::{self, RolloutState, StatusInput};
-use super::Error;
+use super::{Error, GuardedServer};
 
 /// Requeue of a healthy server: a safety net, the watches do the real work.
 const RESYNC_PERIOD: Duration = Duration::from_secs(3600);
@@ -37,29 +37,61 @@ pub const EVENT_PROMPT_DEPRECATED: &str = "PromptDeprecated";
 pub const EVENT_PROMPT_UNRESOLVED: &str = "PromptUnresolved";
 pub const EVENT_NOT_READY: &str = "NotReady";
 
-#[instrument(skip(server, ctx), fields(server = %server.name_any(), namespace = field::Empty, trace_id = field::Empty))]
-pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Action, Error> {
+/// Event reason for an MCPServer the controller cannot read.
+pub const EVENT_MALFORMED: &str = "Malformed";
+
+#[instrument(skip(guarded, ctx), fields(server = %guarded.name_any(), namespace = field::Empty, trace_id = field::Empty))]
+pub async fn reconcile(guarded: Arc<GuardedServer>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = std::time::Instant::now();
-    let namespace = server.namespace().ok_or_else(|| Error::Internal("MCPServer without namespace".into()))?;
+    let server = match &guarded.0 {
+        Ok(server) => server,
+        Err(invalid) => {
+            // Stored before a schema change, or written around validation: say so and wait.
+            let reference = guarded.object_ref(&());
+            let note = format!(
+                "the MCPServer cannot be read ({}); fix or re-create it",
+                invalid.error
+            );
+            ctx.publish_about(&reference, EventType::Warning, EVENT_MALFORMED, &note)
+                .await;
+            ctx.metrics
+                .observe_reconcile(started.elapsed(), Some(&Error::InvalidSpec(note)));
+            return Ok(Action::await_change());
+        }
+    };
+    let namespace = server
+        .namespace()
+        .ok_or_else(|| Error::Internal("MCPServer without namespace".into()))?;
     Span::current().record("namespace", namespace.as_str());
     if server.meta().deletion_timestamp.is_some() {
         // Children go with it through their owner references; nothing outside Kubernetes to clean.
         ctx.baselines.forget_server(&namespace, &server.name_any());
         return Ok(Action::await_change());
     }
-    let result = reconcile_inner(&server, &namespace, &ctx).await;
-    ctx.metrics.observe_reconcile(started.elapsed(), result.as_ref().err());
+    let result = reconcile_inner(server, &namespace, &ctx).await;
+    ctx.metrics
+        .observe_reconcile(started.elapsed(), result.as_ref().err());
     if result.is_ok() {
-        ctx.backoff.reset(&ObjectRef::from_obj(server.as_ref()));
+        ctx.backoff.reset(&ObjectRef::from_obj(guarded.as_ref()));
     }
     result
 }
 
-async fn reconcile_inner(server: &MCPServer, namespace: &str, ctx: &Context) -> Result<Action, Error> {
+async fn reconcile_inner(
+    server: &MCPServer,
+    namespace: &str,
+    ctx: &Context,
+) -> Result<Action, Error> {
     let name = server.name_any();
     // 1. Read what the server references, from the caches.
     let namespace_labels = ctx.namespace_labels(namespace);
-    let policies: Vec<Arc<MCPPolicy>> = ctx.stores.policies.state().into_iter().filter(|p| p.selects(&namespace_labels, server.labels())).collect();
+    let policies: Vec<Arc<MCPPolicy>> = ctx
+        .stores
+        .policies
+        .state()
+        .into_iter()
+        .filter(|p| p.selects(&namespace_labels, server.labels()))
+        .collect();
     let mut policies = policies;
     policies.sort_by_key(|p| p.name_any());
     let policy_refs: Vec<&MCPPolicy> = policies.iter().map(|p| p.as_ref()).collect();
@@ -73,31 +105,55 @@ async fn reconcile_inner(server: &MCPServer, namespace: &str, ctx: &Context) -> 
         .collect();
     let applied_policies: Vec<AppliedPolicy> = policies
         .iter()
-        .map(|p| AppliedPolicy { name: p.name_any(), generation: p.meta().generation, enforcement: p.spec.enforcement })
+        .map(|p| AppliedPolicy {
+            name: p.name_any(),
+            generation: p.meta().generation,
+            enforcement: p.spec.enforcement,
+        })
         .collect();
 
     // 2. Validate.
     let problems = semantic::check_server(&server.spec);
     if !problems.is_empty() {
-        let message = problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ");
-        let input = StatusInput { generation: server.meta().generation, invalid: Some(message.clone()), ..Default::default() };
-        let became_invalid = server.status.as_ref().and_then(|s| s.phase.as_deref()) != Some(status::PHASE_INVALID);
+        let message = problems
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join("; ");
+        let input = StatusInput {
+            generation: server.meta().generation,
+            invalid: Some(message.clone()),
+            ..Default::default()
+        };
+        let became_invalid =
+            server.status.as_ref().and_then(|s| s.phase.as_deref()) != Some(status::PHASE_INVALID);
         write_status(server, ctx, &input, &applied_policies).await?;
         if became_invalid {
-            ctx.publish(server, EventType::Warning, EVENT_INVALID_SPEC, &message).await;
+            ctx.publish(server, EventType::Warning, EVENT_INVALID_SPEC, &message)
+                .await;
         }
         return Err(Error::InvalidSpec(message));
     }
 
     // 3. Build (pure).
-    let desired = builders::build(ServerInputs { server, policies: &policy_refs, prompt_versions: &prompt_versions }, &ctx.build)?;
+    let desired = builders::build(
+        ServerInputs {
+            server,
+            policies: &policy_refs,
+            prompt_versions: &prompt_versions,
+        },
+        &ctx.build,
+    )?;
 
     // 4. Apply what differs; delete what is no longer wanted.
     let mut applied_deployment = None;
     let mut apply_error = None;
     for child in desired_children(&desired)? {
         let observed = ctx.observed_child(child.kind, &child.namespace, &child.name);
-        if !ctx.baselines.needs_apply(&child.key(), &child.hash, observed.as_ref()) {
+        if !ctx
+            .baselines
+            .needs_apply(&child.key(), &child.hash, observed.as_ref())
+        {
             continue;
         }
         match children::apply(&ctx.client, &ctx.baselines, &child).await {
@@ -114,15 +170,23 @@ async fn reconcile_inner(server: &MCPServer, namespace: &str, ctx: &Context) -> 
         }
     }
     if apply_error.is_none() {
-        for kind in [ChildKind::HorizontalPodAutoscaler, ChildKind::PodDisruptionBudget] {
+        for kind in [
+            ChildKind::HorizontalPodAutoscaler,
+            ChildKind::PodDisruptionBudget,
+        ] {
             let wanted = match kind {
                 ChildKind::HorizontalPodAutoscaler => desired.autoscaler.is_some(),
                 _ => desired.disruption_budget.is_some(),
             };
-            let Some(observed) = ctx.observed_child(kind, namespace, &name) else { continue };
+            let Some(observed) = ctx.observed_child(kind, namespace, &name) else {
+                continue;
+            };
             let ours = observed.owner_uid.is_some() && observed.owner_uid == server.meta().uid;
             if !wanted && ours {
-                if let Err(e) = children::delete(&ctx.client, kind, namespace, &name, observed.uid.as_deref()).await {
+                if let Err(e) =
+                    children::delete(&ctx.client, kind, namespace, &name, observed.uid.as_deref())
+                        .await
+                {
                     apply_error = Some(e);
                     break;
                 }
@@ -157,11 +221,21 @@ async fn reconcile_inner(server: &MCPServer, namespace: &str, ctx: &Context) -> 
         }
     }
     if let Some(error) = apply_error {
-        ctx.publish(server, EventType::Warning, EVENT_APPLY_FAILED, &error.to_string()).await;
+        ctx.publish(
+            server,
+            EventType::Warning,
+            EVENT_APPLY_FAILED,
+            &error.to_string(),
+        )
+        .await;
         return Err(error);
     }
     let complete = rollout.as_ref().is_some_and(RolloutState::complete);
-    Ok(if complete { Action::requeue(RESYNC_PERIOD) } else { Action::requeue(ROLLOUT_RECHECK) })
+    Ok(if complete {
+        Action::requeue(RESYNC_PERIOD)
+    } else {
+        Action::requeue(ROLLOUT_RECHECK)
+    })
 }
 
 /// The desired children in apply order, each annotated with its hash.
@@ -170,7 +244,11 @@ fn desired_children(desired: &DesiredState) -> Result<Vec<DesiredChild>, Error> 
         .objects()?
         .into_iter()
         .map(|object| {
-            let kind = object.get("kind").and_then(Value::as_str).and_then(ChildKind::from_kind).ok_or_else(|| Error::Internal("a built object has an unknown kind".into()))?;
+            let kind = object
+                .get("kind")
+                .and_then(Value::as_str)
+                .and_then(ChildKind::from_kind)
+                .ok_or_else(|| Error::Internal("a built object has an unknown kind".into()))?;
             Ok(DesiredChild::new(kind, object))
         })
         .collect()
@@ -196,37 +274,68 @@ pub fn rollout_from_deployment(d: &Deployment) -> RolloutState {
 
 /// Write the status when it differs from the current one (ignoring timestamps). Returns the
 /// status written, if any.
-async fn write_status(server: &MCPServer, ctx: &Context, input: &StatusInput<'_>, policies: &[AppliedPolicy]) -> Result<Option<MCPServerStatus>, Error> {
+async fn write_status(
+    server: &MCPServer,
+    ctx: &Context,
+    input: &StatusInput<'_>,
+    policies: &[AppliedPolicy],
+) -> Result<Option<MCPServerStatus>, Error> {
     let previous = server.status.as_ref();
     let mut desired = status::desired_status(input, previous, &ctx.now());
     desired.policies = policies.to_vec();
     if previous.is_some_and(|p| !status::differs_ignoring_timestamps(p, &desired)) {
         return Ok(None);
     }
-    let api: Api<MCPServer> = Api::namespaced(ctx.client.clone(), &server.namespace().unwrap_or_default());
+    let api: Api<MCPServer> =
+        Api::namespaced(ctx.client.clone(), &server.namespace().unwrap_or_default());
     let body = json!({
         "apiVersion": MCPServer::api_version(&()),
         "kind": MCPServer::kind(&()),
         "status": desired,
     });
-    api.patch_status(&server.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
-        .await
-        .map_err(|source| Error::Apply { kind: "MCPServer/status", name: server.name_any(), source })?;
+    api.patch_status(
+        &server.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(|source| Error::Apply {
+        kind: "MCPServer/status",
+        name: server.name_any(),
+        source,
+    })?;
     ctx.metrics.status_written();
     Ok(Some(desired))
 }
 
 /// Events for changes a human should hear of.
-async fn announce_transitions(server: &MCPServer, ctx: &Context, previous: &MCPServerStatus, new: &MCPServerStatus, desired: &DesiredState) {
+async fn announce_transitions(
+    server: &MCPServer,
+    ctx: &Context,
+    previous: &MCPServerStatus,
+    new: &MCPServerStatus,
+    desired: &DesiredState,
+) {
     let was_ready = status::condition_status(previous, status::CONDITION_READY) == Some("True");
     let is_ready = status::condition_status(new, status::CONDITION_READY) == Some("True");
     if was_ready && !is_ready {
-        let message = new.conditions.iter().find(|c| c.type_ == status::CONDITION_READY).map(|c| c.message.clone()).unwrap_or_default();
-        ctx.publish(server, EventType::Warning, EVENT_NOT_READY, &message).await;
+        let message = new
+            .conditions
+            .iter()
+            .find(|c| c.type_ == status::CONDITION_READY)
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        ctx.publish(server, EventType::Warning, EVENT_NOT_READY, &message)
+            .await;
     }
-    let before: BTreeMap<&str, Option<&str>> = previous.prompts.iter().map(|p| (p.name.as_str(), p.resolved_version.as_deref())).collect();
+    let before: BTreeMap<&str, Option<&str>> = previous
+        .prompts
+        .iter()
+        .map(|p| (p.name.as_str(), p.resolved_version.as_deref()))
+        .collect();
     for outcome in &desired.prompts {
-        let changed = before.get(outcome.name.as_str()).copied().flatten() != outcome.resolved_version.as_deref();
+        let changed = before.get(outcome.name.as_str()).copied().flatten()
+            != outcome.resolved_version.as_deref();
         if !changed && before.contains_key(outcome.name.as_str()) {
             continue;
         }
@@ -238,15 +347,24 @@ async fn announce_transitions(server: &MCPServer, ctx: &Context, previous: &MCPS
                 outcome.resolved_object.as_deref().unwrap_or_default(),
                 outcome.requested
             );
-            ctx.publish(server, EventType::Warning, EVENT_PROMPT_DEPRECATED, &message).await;
+            ctx.publish(
+                server,
+                EventType::Warning,
+                EVENT_PROMPT_DEPRECATED,
+                &message,
+            )
+            .await;
         } else if let Some(problem) = &outcome.problem {
-            ctx.publish(server, EventType::Warning, EVENT_PROMPT_UNRESOLVED, problem).await;
+            ctx.publish(server, EventType::Warning, EVENT_PROMPT_UNRESOLVED, problem)
+                .await;
         }
     }
 }
 
 /// The cached metadata of a child, as the apply decision needs it.
-pub fn observed_from_meta(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObservedChild {
+pub fn observed_from_meta(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> ObservedChild {
     ObservedChild::from_meta(meta)
 }
 

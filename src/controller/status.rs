@@ -46,7 +46,9 @@ pub struct RolloutState {
 impl RolloutState {
     /// The Deployment controller has seen the latest spec and every desired pod is updated and ready.
     pub fn complete(&self) -> bool {
-        self.observed_generation >= self.generation && self.updated >= self.desired && self.ready >= self.desired
+        self.observed_generation >= self.generation
+            && self.updated >= self.desired
+            && self.ready >= self.desired
     }
 
     /// The Deployment controller has processed the latest spec (whatever the pods' state).
@@ -71,54 +73,157 @@ pub struct StatusInput<'a> {
 }
 
 /// Compute the desired status; conditions keep their `lastTransitionTime` unless their status flips.
-pub fn desired_status(input: &StatusInput<'_>, previous: Option<&MCPServerStatus>, now: &Time) -> MCPServerStatus {
-    let previous_conditions = previous.map(|p| p.conditions.as_slice()).unwrap_or_default();
+pub fn desired_status(
+    input: &StatusInput<'_>,
+    previous: Option<&MCPServerStatus>,
+    now: &Time,
+) -> MCPServerStatus {
+    let previous_conditions = previous
+        .map(|p| p.conditions.as_slice())
+        .unwrap_or_default();
     let condition = |type_: &str, ok: bool, reason: &str, message: String| {
-        make_condition(previous_conditions, type_, ok, reason, message, input.generation, now)
+        make_condition(
+            previous_conditions,
+            type_,
+            ok,
+            reason,
+            message,
+            input.generation,
+            now,
+        )
     };
     let mut conditions = Vec::new();
     let phase;
     if let Some(problem) = &input.invalid {
         phase = PHASE_INVALID;
-        conditions.push(condition(CONDITION_READY, false, REASON_INVALID_SPEC, format!("the spec is invalid: {problem}")));
-        conditions.push(condition(CONDITION_PROGRESSING, false, REASON_INVALID_SPEC, "waiting for a corrected spec".into()));
-        conditions.push(condition(CONDITION_DEGRADED, true, REASON_INVALID_SPEC, problem.clone()));
+        conditions.push(condition(
+            CONDITION_READY,
+            false,
+            REASON_INVALID_SPEC,
+            format!("the spec is invalid: {problem}"),
+        ));
+        conditions.push(condition(
+            CONDITION_PROGRESSING,
+            false,
+            REASON_INVALID_SPEC,
+            "waiting for a corrected spec".into(),
+        ));
+        conditions.push(condition(
+            CONDITION_DEGRADED,
+            true,
+            REASON_INVALID_SPEC,
+            problem.clone(),
+        ));
     } else if let Some(error) = &input.apply_error {
         phase = PHASE_DEGRADED;
         let ready = input.rollout.as_ref().is_some_and(RolloutState::complete);
-        conditions.push(condition(CONDITION_READY, ready, REASON_APPLY_FAILED, format!("the last change could not be applied: {error}")));
-        conditions.push(condition(CONDITION_PROGRESSING, true, REASON_APPLY_FAILED, "retrying with backoff".into()));
-        conditions.push(condition(CONDITION_DEGRADED, true, REASON_APPLY_FAILED, error.clone()));
+        conditions.push(condition(
+            CONDITION_READY,
+            ready,
+            REASON_APPLY_FAILED,
+            format!("the last change could not be applied: {error}"),
+        ));
+        conditions.push(condition(
+            CONDITION_PROGRESSING,
+            true,
+            REASON_APPLY_FAILED,
+            "retrying with backoff".into(),
+        ));
+        conditions.push(condition(
+            CONDITION_DEGRADED,
+            true,
+            REASON_APPLY_FAILED,
+            error.clone(),
+        ));
     } else {
         let rollout = input.rollout.clone().unwrap_or_default();
         let complete = input.rollout.is_some() && rollout.complete();
-        phase = if complete { PHASE_READY } else { PHASE_PROGRESSING };
+        phase = if complete {
+            PHASE_READY
+        } else {
+            PHASE_PROGRESSING
+        };
         let ready_message = if complete {
             format!("{}/{} replicas ready", rollout.ready, rollout.desired)
         } else {
-            format!("rolling out: {}/{} replicas updated, {} ready", rollout.updated, rollout.desired, rollout.ready)
+            format!(
+                "rolling out: {}/{} replicas updated, {} ready",
+                rollout.updated, rollout.desired, rollout.ready
+            )
         };
-        conditions.push(condition(CONDITION_READY, complete, if complete { REASON_ROLLED_OUT } else { REASON_ROLLING_OUT }, ready_message.clone()));
-        conditions.push(condition(CONDITION_PROGRESSING, !complete, if complete { REASON_ROLLED_OUT } else { REASON_ROLLING_OUT }, ready_message));
-        conditions.push(condition(CONDITION_DEGRADED, false, REASON_AS_EXPECTED, "no problems found".into()));
+        conditions.push(condition(
+            CONDITION_READY,
+            complete,
+            if complete {
+                REASON_ROLLED_OUT
+            } else {
+                REASON_ROLLING_OUT
+            },
+            ready_message.clone(),
+        ));
+        conditions.push(condition(
+            CONDITION_PROGRESSING,
+            !complete,
+            if complete {
+                REASON_ROLLED_OUT
+            } else {
+                REASON_ROLLING_OUT
+            },
+            ready_message,
+        ));
+        conditions.push(condition(
+            CONDITION_DEGRADED,
+            false,
+            REASON_AS_EXPECTED,
+            "no problems found".into(),
+        ));
     }
 
     let unresolved: Vec<String> = input
         .prompts
         .iter()
-        .filter_map(|p| p.problem.as_ref().map(|problem| format!("{} {}: {problem}", p.name, p.requested)))
+        .filter_map(|p| {
+            p.problem
+                .as_ref()
+                .map(|problem| format!("{} {}: {problem}", p.name, p.requested))
+        })
         .collect();
     conditions.push(if input.prompts.is_empty() {
-        condition(CONDITION_PROMPTS_RESOLVED, true, REASON_NO_PROMPTS, "the server references no managed prompts".into())
+        condition(
+            CONDITION_PROMPTS_RESOLVED,
+            true,
+            REASON_NO_PROMPTS,
+            "the server references no managed prompts".into(),
+        )
     } else if unresolved.is_empty() {
-        condition(CONDITION_PROMPTS_RESOLVED, true, REASON_ALL_RESOLVED, format!("{} prompt(s) resolved", input.prompts.len()))
+        condition(
+            CONDITION_PROMPTS_RESOLVED,
+            true,
+            REASON_ALL_RESOLVED,
+            format!("{} prompt(s) resolved", input.prompts.len()),
+        )
     } else {
-        condition(CONDITION_PROMPTS_RESOLVED, false, REASON_NOT_RESOLVED, unresolved.join("; "))
+        condition(
+            CONDITION_PROMPTS_RESOLVED,
+            false,
+            REASON_NOT_RESOLVED,
+            unresolved.join("; "),
+        )
     });
     conditions.push(if input.authenticated {
-        condition(CONDITION_AUTH_CONFIGURED, true, REASON_TOKENS_VALIDATED, "the gateway validates OAuth access tokens".into())
+        condition(
+            CONDITION_AUTH_CONFIGURED,
+            true,
+            REASON_TOKENS_VALIDATED,
+            "the gateway validates OAuth access tokens".into(),
+        )
     } else {
-        condition(CONDITION_AUTH_CONFIGURED, false, REASON_UNAUTHENTICATED, "spec.authentication is not set: the gateway accepts unauthenticated callers".into())
+        condition(
+            CONDITION_AUTH_CONFIGURED,
+            false,
+            REASON_UNAUTHENTICATED,
+            "spec.authentication is not set: the gateway accepts unauthenticated callers".into(),
+        )
     });
 
     // Conditions other controllers (governance) own are kept as they are.
@@ -190,7 +295,11 @@ pub fn differs_ignoring_timestamps(a: &MCPServerStatus, b: &MCPServerStatus) -> 
 
 /// The status of condition `type_`, if present.
 pub fn condition_status<'a>(status: &'a MCPServerStatus, type_: &str) -> Option<&'a str> {
-    status.conditions.iter().find(|c| c.type_ == type_).map(|c| c.status.as_str())
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.status.as_str())
 }
 
 #[cfg(test)]
@@ -202,23 +311,51 @@ mod tests {
     }
 
     fn ready_rollout() -> RolloutState {
-        RolloutState { generation: 1, observed_generation: 1, desired: 2, replicas: 2, updated: 2, ready: 2 }
+        RolloutState {
+            generation: 1,
+            observed_generation: 1,
+            desired: 2,
+            replicas: 2,
+            updated: 2,
+            ready: 2,
+        }
     }
 
     #[test]
     fn transition_time_moves_only_when_a_condition_flips() {
-        let input = StatusInput { generation: Some(1), rollout: Some(ready_rollout()), ..Default::default() };
+        let input = StatusInput {
+            generation: Some(1),
+            rollout: Some(ready_rollout()),
+            ..Default::default()
+        };
         let first = desired_status(&input, None, &at(100));
         assert_eq!(first.phase.as_deref(), Some(PHASE_READY));
         let again = desired_status(&input, Some(&first), &at(200));
         assert!(!differs_ignoring_timestamps(&first, &again));
-        assert_eq!(again.conditions[0].last_transition_time, at(100), "unchanged conditions keep their time");
+        assert_eq!(
+            again.conditions[0].last_transition_time,
+            at(100),
+            "unchanged conditions keep their time"
+        );
 
-        let rolling = StatusInput { rollout: Some(RolloutState { ready: 1, ..ready_rollout() }), ..input.clone() };
+        let rolling = StatusInput {
+            rollout: Some(RolloutState {
+                ready: 1,
+                ..ready_rollout()
+            }),
+            ..input.clone()
+        };
         let flipped = desired_status(&rolling, Some(&again), &at(300));
         assert!(differs_ignoring_timestamps(&again, &flipped));
-        let ready = flipped.conditions.iter().find(|c| c.type_ == CONDITION_READY).unwrap();
-        assert_eq!((ready.status.as_str(), &ready.last_transition_time), ("False", &at(300)));
+        let ready = flipped
+            .conditions
+            .iter()
+            .find(|c| c.type_ == CONDITION_READY)
+            .unwrap();
+        assert_eq!(
+            (ready.status.as_str(), &ready.last_transition_time),
+            ("False", &at(300))
+        );
         assert_eq!(ready.observed_generation, Some(1));
     }
 
@@ -232,12 +369,24 @@ mod tests {
             deprecated: false,
             problem: Some("no Active or Deprecated MCPPromptVersion matches".into()),
         }];
-        let input = StatusInput { generation: Some(2), prompts: &prompts, invalid: Some("spec.port: taken".into()), ..Default::default() };
+        let input = StatusInput {
+            generation: Some(2),
+            prompts: &prompts,
+            invalid: Some("spec.port: taken".into()),
+            ..Default::default()
+        };
         let status = desired_status(&input, None, &at(1));
         assert_eq!(status.phase.as_deref(), Some(PHASE_INVALID));
         assert_eq!(condition_status(&status, CONDITION_DEGRADED), Some("True"));
-        assert_eq!(condition_status(&status, CONDITION_PROMPTS_RESOLVED), Some("False"));
-        let prompts_condition = status.conditions.iter().find(|c| c.type_ == CONDITION_PROMPTS_RESOLVED).unwrap();
+        assert_eq!(
+            condition_status(&status, CONDITION_PROMPTS_RESOLVED),
+            Some("False")
+        );
+        let prompts_condition = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == CONDITION_PROMPTS_RESOLVED)
+            .unwrap();
         assert!(prompts_condition.message.contains("triage ^9"));
     }
 
@@ -253,6 +402,11 @@ mod tests {
             last_transition_time: at(5),
         });
         let status = desired_status(&StatusInput::default(), Some(&previous), &at(9));
-        assert!(status.conditions.iter().any(|c| c.type_ == "PolicyCompliant"));
+        assert!(
+            status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "PolicyCompliant")
+        );
     }
 }

@@ -270,6 +270,20 @@ impl ApiServer {
         self.shared.store().create(&rt, namespace, object)
     }
 
+    /// Store an object without validating it (uncounted): one stored before a schema change.
+    pub fn insert_unchecked(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        object: Value,
+    ) -> Result<Value, ApiError> {
+        let rt = self.resource_type(api_version, kind)?;
+        self.shared
+            .store()
+            .create_unvalidated(&rt, namespace, object)
+    }
+
     /// Read an object directly (uncounted).
     pub fn get(&self, api_version: &str, kind: &str, namespace: &str, name: &str) -> Option<Value> {
         let rt = self.resource_type(api_version, kind).ok()?;

@@ -249,7 +249,27 @@ impl Store {
         &mut self,
         rt: &Arc<ResourceType>,
         namespace: &str,
+        object: Value,
+    ) -> Result<Value, ApiError> {
+        self.create_checked(rt, namespace, object, true)
+    }
+
+    /// Create without schema validation: an object stored before a schema change.
+    pub fn create_unvalidated(
+        &mut self,
+        rt: &Arc<ResourceType>,
+        namespace: &str,
+        object: Value,
+    ) -> Result<Value, ApiError> {
+        self.create_checked(rt, namespace, object, false)
+    }
+
+    fn create_checked(
+        &mut self,
+        rt: &Arc<ResourceType>,
+        namespace: &str,
         mut object: Value,
+        validate: bool,
     ) -> Result<Value, ApiError> {
         let metadata = metadata_mut(&mut object)?;
         if metadata
@@ -295,7 +315,9 @@ impl Store {
                 map.remove("status");
             }
         }
-        self.validate(rt, &object, None)?;
+        if validate {
+            self.validate(rt, &object, None)?;
+        }
         if rt.kind == "CustomResourceDefinition" {
             self.establish_crd(&mut object)?;
         }
