@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use kube::Client;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
@@ -113,10 +114,7 @@ impl ObservedChild {
 
     /// What moves when someone else changes the object: generation where the kind has one.
     fn change_marker(&self) -> Marker {
-        match self.generation {
-            Some(g) => Marker::Generation(g),
-            None => Marker::ResourceVersion(self.resource_version.clone().unwrap_or_default()),
-        }
+        Marker::of(self.generation, self.resource_version.as_deref())
     }
 }
 
@@ -126,65 +124,105 @@ enum Marker {
     ResourceVersion(String),
 }
 
+impl Marker {
+    fn of(meta_generation: Option<i64>, resource_version: Option<&str>) -> Marker {
+        match meta_generation.filter(|g| *g > 0) {
+            Some(g) => Marker::Generation(g),
+            None => Marker::ResourceVersion(resource_version.unwrap_or_default().to_string()),
+        }
+    }
+
+    /// Whether a cached copy with this marker predates `other` (a write of ours it has not seen).
+    /// Resource versions are compared only when both are numbers, as etcd's are.
+    fn older_than(&self, other: &Marker) -> bool {
+        match (self, other) {
+            (Marker::Generation(a), Marker::Generation(b)) => a < b,
+            (Marker::ResourceVersion(a), Marker::ResourceVersion(b)) => matches!((a.parse::<u64>(), b.parse::<u64>()), (Ok(x), Ok(y)) if x < y),
+            _ => false,
+        }
+    }
+}
+
+/// How long a child the controller applied may stay absent from the cache before it is taken
+/// for deleted (the watch event of the write normally arrives within milliseconds).
+const CACHE_LAG_GRACE: Duration = Duration::from_secs(5);
+
+/// What the controller last applied to a child, or first saw of it.
+#[derive(Clone, Debug)]
+struct Baseline {
+    hash: String,
+    marker: Marker,
+    /// The cache has shown this write.
+    seen: bool,
+    applied_at: Option<Instant>,
+}
+
 /// Identity of a child: kind, namespace, name.
 pub type ChildKey = (ChildKind, String, String);
 
-/// Markers of children as last applied or first seen, to detect edits made by others.
+/// The controller's memory of its own writes to children, so that a cache that lags behind
+/// them is not mistaken for drift, and edits by others are.
 #[derive(Default)]
-pub struct Baselines(Mutex<HashMap<ChildKey, Marker>>);
+pub struct Baselines(Mutex<HashMap<ChildKey, Baseline>>);
 
 impl Baselines {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ChildKey, Marker>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ChildKey, Baseline>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether `desired_hash` must be applied over what is observed.
-    pub fn needs_apply(
-        &self,
-        key: &ChildKey,
-        desired_hash: &str,
-        observed: Option<&ObservedChild>,
-    ) -> bool {
-        let Some(observed) = observed else {
-            return true;
-        };
-        if observed.applied_hash.as_deref() != Some(desired_hash) {
-            return true;
-        }
-        let marker = observed.change_marker();
+    /// Whether `desired_hash` must be applied over what the cache shows.
+    pub fn needs_apply(&self, key: &ChildKey, desired_hash: &str, observed: Option<&ObservedChild>) -> bool {
         let mut baselines = self.lock();
-        match baselines.get(key) {
-            None => {
-                // First sight (a restart): the annotation says it is ours and current.
-                baselines.insert(key.clone(), marker);
+        let known = baselines.get(key).filter(|b| b.hash == desired_hash).cloned();
+        match (observed, known) {
+            (None, None) => true,
+            // Applied but not yet in the cache: lag, unless it was seen since (deleted) or is overdue.
+            (None, Some(b)) => b.seen || b.applied_at.is_none_or(|t| t.elapsed() > CACHE_LAG_GRACE),
+            (Some(o), Some(b)) => {
+                let marker = o.change_marker();
+                if marker.older_than(&b.marker) {
+                    return false;
+                }
+                if let Some(entry) = baselines.get_mut(key) {
+                    entry.seen = true;
+                }
+                o.applied_hash.as_deref() != Some(desired_hash) || marker != b.marker
+            }
+            (Some(o), None) => {
+                if o.applied_hash.as_deref() != Some(desired_hash) {
+                    return true;
+                }
+                // First sight (after a restart): the annotation says it is ours and current.
+                let baseline = Baseline { hash: desired_hash.to_string(), marker: o.change_marker(), seen: true, applied_at: None };
+                baselines.insert(key.clone(), baseline);
                 false
             }
-            Some(known) => *known != marker,
         }
     }
 
-    fn record(&self, key: ChildKey, applied: &Value) {
-        let generation = applied
-            .pointer("/metadata/generation")
-            .and_then(Value::as_i64)
-            .filter(|g| *g > 0);
-        let marker = match generation {
-            Some(g) => Marker::Generation(g),
-            None => Marker::ResourceVersion(
-                applied
-                    .pointer("/metadata/resourceVersion")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string(),
-            ),
-        };
-        self.lock().insert(key, marker);
+    /// The generation the controller last applied to a child, while the cache has not shown
+    /// it yet and it is recent: a rollout whose state is not yet known.
+    pub fn unobserved_generation(&self, key: &ChildKey) -> Option<i64> {
+        let baselines = self.lock();
+        let b = baselines.get(key)?;
+        match (&b.marker, b.applied_at) {
+            (Marker::Generation(g), Some(at)) if at.elapsed() <= CACHE_LAG_GRACE => Some(*g),
+            _ => None,
+        }
+    }
+
+    fn record(&self, key: ChildKey, hash: &str, applied: &Value) {
+        let marker = Marker::of(
+            applied.pointer("/metadata/generation").and_then(Value::as_i64),
+            applied.pointer("/metadata/resourceVersion").and_then(Value::as_str),
+        );
+        let baseline = Baseline { hash: hash.to_string(), marker, seen: false, applied_at: Some(Instant::now()) };
+        self.lock().insert(key, baseline);
     }
 
     pub fn forget_server(&self, namespace: &str, name: &str) {
         self.lock().retain(|(_, ns, n), _| {
-            !(ns == namespace
-                && (n == name || *n == crate::builders::labels::gateway_config_name(name)))
+            !(ns == namespace && (n == name || *n == crate::builders::labels::gateway_config_name(name)))
         });
     }
 }
@@ -260,7 +298,7 @@ pub async fn apply(
             child.kind.as_str()
         ))
     })?;
-    baselines.record(child.key(), &applied);
+    baselines.record(child.key(), &child.hash, &applied);
     Ok(applied)
 }
 
@@ -311,33 +349,27 @@ mod tests {
         let baselines = Baselines::default();
         let key = (ChildKind::Deployment, "ns".to_string(), "s".to_string());
         assert!(baselines.needs_apply(&key, "h", None), "missing");
-        assert!(
-            baselines.needs_apply(&key, "new", Some(&observed("h", Some(1), "10"))),
-            "desired changed"
-        );
-        assert!(
-            !baselines.needs_apply(&key, "h", Some(&observed("h", Some(1), "10"))),
-            "first sight of a current child"
-        );
-        assert!(
-            !baselines.needs_apply(&key, "h", Some(&observed("h", Some(1), "11"))),
-            "status-only change"
-        );
-        assert!(
-            baselines.needs_apply(&key, "h", Some(&observed("h", Some(2), "12"))),
-            "spec edited by someone else"
-        );
+        assert!(baselines.needs_apply(&key, "new", Some(&observed("h", Some(1), "10"))), "desired changed");
+        assert!(!baselines.needs_apply(&key, "h", Some(&observed("h", Some(1), "10"))), "first sight of a current child");
+        assert!(!baselines.needs_apply(&key, "h", Some(&observed("h", Some(1), "11"))), "status-only change");
+        assert!(baselines.needs_apply(&key, "h", Some(&observed("h", Some(2), "12"))), "spec edited by someone else");
 
-        let cm = (
-            ChildKind::ConfigMap,
-            "ns".to_string(),
-            "s-gateway".to_string(),
-        );
+        let cm = (ChildKind::ConfigMap, "ns".to_string(), "s-gateway".to_string());
         assert!(!baselines.needs_apply(&cm, "h", Some(&observed("h", None, "5"))));
-        assert!(
-            baselines.needs_apply(&cm, "h", Some(&observed("h", None, "6"))),
-            "no generation: any write is an edit"
-        );
+        assert!(baselines.needs_apply(&cm, "h", Some(&observed("h", None, "6"))), "no generation: any write is an edit");
+    }
+
+    #[test]
+    fn a_lagging_cache_is_not_drift_but_a_deletion_is() {
+        let baselines = Baselines::default();
+        let key = (ChildKind::Deployment, "ns".to_string(), "s".to_string());
+        let applied = serde_json::json!({"metadata": {"generation": 3, "resourceVersion": "40"}});
+        baselines.record(key.clone(), "h", &applied);
+        assert_eq!(baselines.unobserved_generation(&key), Some(3));
+        assert!(!baselines.needs_apply(&key, "h", None), "our write is not in the cache yet");
+        assert!(!baselines.needs_apply(&key, "h", Some(&observed("old", Some(2), "30"))), "the cache still shows the previous version");
+        assert!(!baselines.needs_apply(&key, "h", Some(&observed("h", Some(3), "40"))), "the cache caught up");
+        assert!(baselines.needs_apply(&key, "h", None), "seen, then gone: deleted by someone");
     }
 
     #[test]

@@ -41,6 +41,25 @@ pub struct Stores {
     pub disruption_budgets: Store<PartialObjectMeta<PodDisruptionBudget>>,
 }
 
+impl Stores {
+    /// Resolves once every cache but the servers' (which the controller fills itself) has been
+    /// filled by its first list.
+    pub async fn ready_except_servers(&self) {
+        let _ = futures::join!(
+            self.policies.wait_until_ready(),
+            self.prompt_versions.wait_until_ready(),
+            self.namespaces.wait_until_ready(),
+            self.deployments.wait_until_ready(),
+            self.service_accounts.wait_until_ready(),
+            self.config_maps.wait_until_ready(),
+            self.services.wait_until_ready(),
+            self.network_policies.wait_until_ready(),
+            self.autoscalers.wait_until_ready(),
+            self.disruption_budgets.wait_until_ready(),
+        );
+    }
+}
+
 /// Per-object exponential backoff for transient failures (kube has none built in).
 pub struct Backoff {
     failures: Mutex<HashMap<ObjectRef<super::GuardedServer>, u32>>,

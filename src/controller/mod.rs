@@ -16,7 +16,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use futures::channel::mpsc;
 use futures::{FutureExt, StreamExt, future};
+use tokio::task::JoinHandle;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PodTemplateSpec, Service, ServiceAccount};
@@ -222,6 +224,40 @@ fn server_trigger(server: &GuardedServer) -> Option<u64> {
     Some(hasher.finish())
 }
 
+/// Drive a watcher into a cache in its own task, so caches keep up whatever the controller's
+/// pace, and send the servers each change affects to `triggers`.
+fn drive<K, S>(stream: S, triggers: mpsc::UnboundedSender<ObjectRef<GuardedServer>>, affected: impl Fn(&K) -> Vec<ObjectRef<GuardedServer>> + Send + 'static) -> JoinHandle<()>
+where
+    K: Send + 'static,
+    S: futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(object) => {
+                    for server in affected(&object) {
+                        // The controller has stopped when nobody receives: nothing to do.
+                        let _ = triggers.unbounded_send(server);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "watch failed; retrying with backoff"),
+            }
+        }
+    })
+}
+
+/// The server that controls a child, from its owner references.
+fn controlling_server<K: Resource>(child: &K) -> Vec<ObjectRef<GuardedServer>> {
+    let meta = child.meta();
+    meta.owner_references
+        .iter()
+        .flatten()
+        .filter(|r| r.controller == Some(true) && r.kind == "MCPServer" && r.api_version == MCPServer::api_version(&()))
+        .filter_map(|r| Some(ObjectRef::new(&r.name).within(meta.namespace.as_deref()?)))
+        .collect()
+}
+
 /// Build one scope's controller (a namespace, or the whole cluster) and its server cache.
 fn scope_controller(
     config: &ControllerConfig,
@@ -229,122 +265,118 @@ fn scope_controller(
     metrics: Metrics,
     shutdown: future::Shared<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
 ) -> (impl Future<Output = ()>, Store<GuardedServer>) {
-    let client = &config.client;
+    let client = config.client.clone();
     let mut server_config = watcher::Config::default().any_semantic();
     if let Some(selector) = &config.server_selector {
         server_config = server_config.labels(selector);
     }
-    let children_config = watcher::Config::default()
-        .labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"))
-        .any_semantic();
+    let children_config = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}")).any_semantic();
+    let (triggers, trigger_stream) = mpsc::unbounded::<ObjectRef<GuardedServer>>();
+    let mut tasks: Vec<JoinHandle<()>> = Vec::new();
 
     let (servers, servers_writer) = reflector::store();
-    let server_stream = watcher(scoped::<GuardedServer>(client, &scope), server_config)
+    let server_stream = watcher(scoped::<GuardedServer>(&client, &scope), server_config)
         .default_backoff()
         .modify(strip_managed_fields)
         .reflect(servers_writer)
         .applied_objects()
         .predicate_filter(server_trigger, PredicateConfig::default());
 
-    let (policies, policies_writer) = reflector::store();
-    let policy_stream = watcher(
-        Api::<MCPPolicy>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
-    )
-    .default_backoff()
-    .modify(strip_managed_fields)
-    .reflect(policies_writer)
-    .touched_objects();
-    let (prompt_versions, prompts_writer) = reflector::store();
-    let prompt_stream = watcher(
-        scoped::<MCPPromptVersion>(client, &scope),
-        watcher::Config::default().any_semantic(),
-    )
-    .default_backoff()
-    .modify(strip_managed_fields)
-    .reflect(prompts_writer)
-    .touched_objects();
     let (namespaces, namespaces_writer) = reflector::store();
-    let namespace_stream = watcher(
-        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
-    )
-    .default_backoff()
-    .modify(strip_managed_fields)
-    .reflect(namespaces_writer)
-    .touched_objects()
-    .predicate_filter(
-        |n: &PartialObjectMeta<Namespace>| {
-            let mut hasher = std::collections::hash_map::DefaultHasher::new();
-            n.metadata.labels.hash(&mut hasher);
-            Some(hasher.finish())
-        },
-        PredicateConfig::default(),
-    );
+    let namespace_servers = servers.clone();
+    tasks.push(drive(
+        watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), watcher::Config::default().any_semantic())
+            .default_backoff()
+            .modify(strip_managed_fields)
+            .reflect(namespaces_writer)
+            .touched_objects()
+            .predicate_filter(
+                |n: &PartialObjectMeta<Namespace>| {
+                    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                    n.metadata.labels.hash(&mut hasher);
+                    Some(hasher.finish())
+                },
+                PredicateConfig::default(),
+            ),
+        triggers.clone(),
+        move |n: &PartialObjectMeta<Namespace>| servers_in_namespace(&n.name_any(), &namespace_servers),
+    ));
+
+    let (policies, policies_writer) = reflector::store();
+    let (policy_servers, policy_namespaces) = (servers.clone(), namespaces.clone());
+    tasks.push(drive(
+        watcher(Api::<MCPPolicy>::all(client.clone()), watcher::Config::default().any_semantic())
+            .default_backoff()
+            .modify(strip_managed_fields)
+            .reflect(policies_writer)
+            .touched_objects(),
+        triggers.clone(),
+        move |p: &MCPPolicy| servers_affected_by_policy(p, &policy_servers, &policy_namespaces),
+    ));
+
+    let (prompt_versions, prompts_writer) = reflector::store();
+    let prompt_servers = servers.clone();
+    tasks.push(drive(
+        watcher(scoped::<MCPPromptVersion>(&client, &scope), watcher::Config::default().any_semantic())
+            .default_backoff()
+            .modify(strip_managed_fields)
+            .reflect(prompts_writer)
+            .touched_objects(),
+        triggers.clone(),
+        move |v: &MCPPromptVersion| servers_using_prompt(v, &prompt_servers),
+    ));
 
     // Deployments: status and metadata are all a reconcile reads, so the pod template is dropped.
     let (deployments, deployments_writer) = reflector::store();
-    let deployment_stream = watcher(
-        scoped::<Deployment>(client, &scope),
-        children_config.clone(),
-    )
-    .default_backoff()
-    .modify(|d: &mut Deployment| {
-        d.metadata.managed_fields = None;
-        if let Some(spec) = d.spec.as_mut() {
-            *spec = DeploymentSpec {
-                replicas: spec.replicas,
-                selector: LabelSelector::default(),
-                template: PodTemplateSpec::default(),
-                ..Default::default()
-            };
-        }
-    })
-    .reflect(deployments_writer)
-    .touched_objects();
+    tasks.push(drive(
+        watcher(scoped::<Deployment>(&client, &scope), children_config.clone())
+            .default_backoff()
+            .modify(|d: &mut Deployment| {
+                d.metadata.managed_fields = None;
+                if let Some(spec) = d.spec.as_mut() {
+                    *spec = DeploymentSpec { replicas: spec.replicas, selector: LabelSelector::default(), template: PodTemplateSpec::default(), ..Default::default() };
+                }
+            })
+            .reflect(deployments_writer)
+            .touched_objects(),
+        triggers.clone(),
+        controlling_server::<Deployment>,
+    ));
 
     macro_rules! child_meta {
         ($kind:ty) => {{
-            let (store, writer) = reflector::store::<kube::core::PartialObjectMeta<$kind>>();
-            let stream = watcher(
-                scoped::<PartialObjectMeta<$kind>>(client, &scope),
-                children_config.clone(),
-            )
-            .default_backoff()
-            .modify(strip_managed_fields)
-            .reflect(writer)
-            .touched_objects();
-            (store, stream)
+            let (store, writer) = reflector::store::<PartialObjectMeta<$kind>>();
+            tasks.push(drive(
+                watcher(scoped::<PartialObjectMeta<$kind>>(&client, &scope), children_config.clone())
+                    .default_backoff()
+                    .modify(strip_managed_fields)
+                    .reflect(writer)
+                    .touched_objects(),
+                triggers.clone(),
+                controlling_server::<PartialObjectMeta<$kind>>,
+            ));
+            store
         }};
     }
-    let (service_accounts, sa_stream) = child_meta!(ServiceAccount);
-    let (config_maps, cm_stream) = child_meta!(ConfigMap);
-    let (services, svc_stream) = child_meta!(Service);
-    let (network_policies, np_stream) = child_meta!(NetworkPolicy);
-    let (autoscalers, hpa_stream) = child_meta!(HorizontalPodAutoscaler);
-    let (disruption_budgets, pdb_stream) = child_meta!(PodDisruptionBudget);
-
     let stores = Stores {
         servers: servers.clone(),
-        policies: policies.clone(),
-        prompt_versions: prompt_versions.clone(),
-        namespaces: namespaces.clone(),
+        policies,
+        prompt_versions,
+        namespaces,
         deployments,
-        service_accounts,
-        config_maps,
-        services,
-        network_policies,
-        autoscalers,
-        disruption_budgets,
+        service_accounts: child_meta!(ServiceAccount),
+        config_maps: child_meta!(ConfigMap),
+        services: child_meta!(Service),
+        network_policies: child_meta!(NetworkPolicy),
+        autoscalers: child_meta!(HorizontalPodAutoscaler),
+        disruption_budgets: child_meta!(PodDisruptionBudget),
     };
-    let reporter = Reporter {
-        controller: MANAGER.into(),
-        instance: Some(config.instance.clone()),
-    };
+    drop(triggers);
+    let reporter = Reporter { controller: MANAGER.into(), instance: Some(config.instance.clone()) };
     let context = Arc::new(Context {
         client: client.clone(),
         build: config.build.clone(),
-        stores,
+        stores: stores.clone(),
         recorder: Recorder::new(client.clone(), reporter),
         metrics,
         backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(300)),
@@ -352,40 +384,33 @@ fn scope_controller(
         clock: config.clock,
     });
 
-    let policy_servers = servers.clone();
-    let policy_namespaces = namespaces.clone();
-    let prompt_servers = servers.clone();
-    let namespace_servers = servers.clone();
-    let controller = Controller::for_stream(server_stream, servers.clone())
-        .with_config(ControllerRuntimeConfig::default().concurrency(config.concurrency))
-        .owns_stream(deployment_stream)
-        .owns_stream(sa_stream)
-        .owns_stream(cm_stream)
-        .owns_stream(svc_stream)
-        .owns_stream(np_stream)
-        .owns_stream(hpa_stream)
-        .owns_stream(pdb_stream)
-        .watches_stream(policy_stream, move |policy: MCPPolicy| {
-            servers_affected_by_policy(&policy, &policy_servers, &policy_namespaces)
-        })
-        .watches_stream(prompt_stream, move |version: MCPPromptVersion| {
-            servers_using_prompt(&version, &prompt_servers)
-        })
-        .watches_stream(
-            namespace_stream,
-            move |namespace: PartialObjectMeta<Namespace>| {
-                servers_in_namespace(&namespace.name_any(), &namespace_servers)
-            },
-        )
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile::reconcile, error_policy, context)
-        .for_each(|result| {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "reconcile round ended with an error");
+    let concurrency = config.concurrency;
+    let server_store = servers.clone();
+    let run = async move {
+        // Reconcile only once every cache is loaded: a child merely not loaded yet must never
+        // look missing. The caches fill on their own tasks, whatever the controller does.
+        tokio::select! {
+            () = stores.ready_except_servers() => {}
+            () = shutdown.clone() => {
+                tasks.iter().for_each(JoinHandle::abort);
+                return;
             }
-            future::ready(())
-        });
-    (controller, servers)
+        }
+        Controller::for_stream(server_stream, server_store)
+            .with_config(ControllerRuntimeConfig::default().concurrency(concurrency))
+            .reconcile_on(trigger_stream)
+            .graceful_shutdown_on(shutdown)
+            .run(reconcile::reconcile, error_policy, context)
+            .for_each(|result| {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "reconcile round ended with an error");
+                }
+                future::ready(())
+            })
+            .await;
+        tasks.iter().for_each(JoinHandle::abort);
+    };
+    (run, servers)
 }
 
 /// Invalid specs wait for a change; everything else retries with per-object exponential backoff.

@@ -28,6 +28,8 @@ use super::{Error, GuardedServer};
 
 /// Requeue of a healthy server: a safety net, the watches do the real work.
 const RESYNC_PERIOD: Duration = Duration::from_secs(3600);
+/// Requeue when the status was held back waiting for the rollout to show in the cache.
+const ROLLOUT_STATUS_FALLBACK: Duration = Duration::from_secs(6);
 /// Requeue while a rollout is in progress.
 const ROLLOUT_RECHECK: Duration = Duration::from_secs(10);
 /// Event reasons.
@@ -156,6 +158,7 @@ async fn reconcile_inner(
         {
             continue;
         }
+        tracing::debug!(kind = child.kind.as_str(), child = %child.name, cached = ?observed, desired_hash = %child.hash, "applying");
         match children::apply(&ctx.client, &ctx.baselines, &child).await {
             Ok(applied) => {
                 ctx.metrics.child_written(child.kind);
@@ -211,10 +214,16 @@ async fn reconcile_inner(
         apply_error: apply_error.as_ref().map(ToString::to_string),
     };
     let previous = server.status.clone().unwrap_or_default();
-    // A Deployment written just now cannot have been observed yet: its status is written when
-    // the rollout is (the Deployment's change wakes this server), saving a write per change.
-    let rollout_pending = applied_deployment.is_some() && apply_error.is_none();
-    if !rollout_pending {
+    // A Deployment spec written moments ago whose rollout the cache does not show yet: its
+    // status is written once it does (the Deployment's change wakes this server), which saves
+    // a write per change. Past the grace period the status is written regardless.
+    let deployment_key = (ChildKind::Deployment, namespace.to_string(), name.clone());
+    let rollout_unknown = apply_error.is_none()
+        && ctx
+            .baselines
+            .unobserved_generation(&deployment_key)
+            .is_some_and(|g| rollout.as_ref().is_none_or(|r| r.generation < g || r.observed_generation < g));
+    if !rollout_unknown {
         let written = write_status(server, ctx, &input, &applied_policies).await?;
         if let Some(new_status) = written {
             announce_transitions(server, ctx, &previous, &new_status, &desired).await;
@@ -231,7 +240,9 @@ async fn reconcile_inner(
         return Err(error);
     }
     let complete = rollout.as_ref().is_some_and(RolloutState::complete);
-    Ok(if complete {
+    Ok(if rollout_unknown {
+        Action::requeue(ROLLOUT_STATUS_FALLBACK)
+    } else if complete {
         Action::requeue(RESYNC_PERIOD)
     } else {
         Action::requeue(ROLLOUT_RECHECK)

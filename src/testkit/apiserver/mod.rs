@@ -49,7 +49,7 @@ use tokio::task::JoinHandle;
 
 pub use self::faults::Faults;
 pub use self::http::RequestKey;
-pub use self::store::{ApiError, EventKind};
+pub use self::store::{ApiError, Event, EventKind};
 
 use self::http::Shared;
 use self::store::{PatchKind, Store};
@@ -337,6 +337,11 @@ impl ApiServer {
         };
         let all = |_: &Value| true;
         self.shared.store().list(&rt, None, &all, None, None).0
+    }
+
+    /// Every change from now on, as watches see them (for benchmarks tracking progress).
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<Arc<Event>> {
+        self.shared.store().subscribe_all()
     }
 
     /// Wait until `condition` holds, re-checking after every change; never polls on a timer.

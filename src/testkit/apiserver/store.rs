@@ -82,7 +82,7 @@ impl ApiError {
 }
 
 /// Which part of an object a write targets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Part {
     Main,
     Status,
@@ -112,7 +112,7 @@ pub struct Store {
     rv: u64,
     objects: BTreeMap<Key, Value>,
     /// Last configuration each field manager applied, per object and part.
-    applied: HashMap<(Key, String, Part), Value>,
+    applied: HashMap<Key, BTreeMap<(String, Part), Value>>,
     history: VecDeque<Arc<Event>>,
     history_limit: usize,
     /// Watches may start from any resource version at or after this one.
@@ -374,7 +374,7 @@ impl Store {
             return match kind {
                 PatchKind::Apply { .. } if part == Part::Main => {
                     let created = self.create(rt, namespace, with_name(body.clone(), name))?;
-                    self.applied.insert((key, manager.to_string(), part), body);
+                    self.applied.entry(key).or_default().insert((manager.to_string(), part), body);
                     Ok(created)
                 }
                 _ => Err(not_found(rt, name)),
@@ -398,7 +398,8 @@ impl Store {
             PatchKind::Apply { force } => {
                 let previous = self
                     .applied
-                    .get(&(key.clone(), manager.to_string(), part))
+                    .get(&key)
+                    .and_then(|m| m.get(&(manager.to_string(), part)))
                     .cloned();
                 if !force {
                     self.check_apply_conflicts(&key, manager, part, &body)?;
@@ -409,7 +410,9 @@ impl Store {
                 }
                 merge_applied(&mut new, &body);
                 self.applied
-                    .insert((key.clone(), manager.to_string(), part), body);
+                    .entry(key.clone())
+                    .or_default()
+                    .insert((manager.to_string(), part), body);
                 new
             }
         };
@@ -440,9 +443,8 @@ impl Store {
         part: Part,
         body: &Value,
     ) -> Result<(), ApiError> {
-        for ((k, other, p), applied) in &self.applied {
-            if k == key
-                && other != manager
+        for ((other, p), applied) in self.applied.get(key).into_iter().flatten() {
+            if other != manager
                 && *p == part
                 && let Some(path) = conflicting_path(applied, body, "")
             {
@@ -579,7 +581,7 @@ impl Store {
 
     fn remove(&mut self, key: Key) -> Option<Value> {
         let removed = self.objects.get(&key).cloned()?;
-        self.applied.retain(|(k, _, _), _| *k != key);
+        self.applied.remove(&key);
         let id = key.resource.clone();
         self.commit(key, None, EventKind::Deleted);
         if id == "apiextensions.k8s.io/customresourcedefinitions" {
@@ -627,11 +629,10 @@ impl Store {
                     m.insert("resourceVersion".into(), Value::String(rv.to_string()));
                     let managers: Vec<Value> = self
                         .applied
-                        .iter()
-                        .filter(|((k, _, _), _)| *k == key)
-                        .map(|((_, manager, part), applied)| {
-                            managed_fields_entry(manager, *part, applied)
-                        })
+                        .get(&key)
+                        .into_iter()
+                        .flatten()
+                        .map(|((manager, part), applied)| managed_fields_entry(manager, *part, applied))
                         .collect();
                     if !managers.is_empty() {
                         m.insert("managedFields".into(), Value::Array(managers));
