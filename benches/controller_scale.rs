@@ -40,10 +40,21 @@ fn server_spec(i: usize) -> Value {
 }
 
 async fn populated_server(n: usize) -> ApiServer {
-    let api = ApiServer::start_with(Options { history_limit: 50_000, ..Options::default() }).await.unwrap();
+    let api = ApiServer::start_with(Options {
+        history_limit: 50_000,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
     api.install_crds().unwrap();
     for i in 0..n {
-        api.create("mcp-operator.dev/v1alpha1", "MCPServer", NAMESPACE, server_spec(i)).unwrap();
+        api.create(
+            "mcp-operator.dev/v1alpha1",
+            "MCPServer",
+            NAMESPACE,
+            server_spec(i),
+        )
+        .unwrap();
     }
     api.spawn_deployment_controller();
     api
@@ -60,8 +71,13 @@ async fn all_ready(api: &ApiServer, n: usize) {
     }
     while ready.len() < n {
         match changes.recv().await {
-            Ok(e) if e.resource == "mcp-operator.dev/mcpservers" && e.kind != EventKind::Deleted => {
-                let name = e.object["metadata"]["name"].as_str().unwrap_or_default().to_string();
+            Ok(e)
+                if e.resource == "mcp-operator.dev/mcpservers" && e.kind != EventKind::Deleted =>
+            {
+                let name = e.object["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
                 if e.object.pointer("/status/phase") == Some(&json!("Ready")) {
                     ready.insert(name);
                 } else {
@@ -83,19 +99,36 @@ async fn all_ready(api: &ApiServer, n: usize) {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
-fn spawn_controller(api: &ApiServer, identity: &str, dir: &std::path::Path, metrics_port: u16) -> Child {
+fn spawn_controller(
+    api: &ApiServer,
+    identity: &str,
+    dir: &std::path::Path,
+    metrics_port: u16,
+) -> Child {
     let kubeconfig = dir.join(format!("{identity}.kubeconfig"));
     std::fs::write(&kubeconfig, api.kubeconfig(identity)).unwrap();
     let log = std::fs::File::create(dir.join(format!("{identity}.log"))).unwrap();
     Command::new(env!("CARGO_BIN_EXE_mcp-operator"))
-        .args(["controller", "--leader-elect=false", "--concurrency", &CONCURRENCY.to_string()])
+        .args([
+            "controller",
+            "--leader-elect=false",
+            "--concurrency",
+            &CONCURRENCY.to_string(),
+        ])
         .arg("--kubeconfig")
         .arg(&kubeconfig)
         .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
-        .env("RUST_LOG", std::env::var("BENCH_CONTROLLER_LOG").unwrap_or_else(|_| "warn".into()))
+        .env(
+            "RUST_LOG",
+            std::env::var("BENCH_CONTROLLER_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -114,13 +147,17 @@ fn peak_rss_kib(pid: u32) -> u64 {
 }
 
 fn stop(mut child: Child) {
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let _ = child.wait();
 }
 
 /// The controller's completed reconciles, from its /metrics.
 fn reconciles(port: u16) -> u64 {
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return 0 };
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return 0;
+    };
     let _ = stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n");
     let mut body = String::new();
     let _ = stream.read_to_string(&mut body);
@@ -140,7 +177,18 @@ async fn floor(api: &ApiServer, n: usize) -> Duration {
         .map(|i| {
             let mut s: MCPServer = serde_json::from_value(server_spec(i)).unwrap();
             s.metadata.namespace = Some(NAMESPACE.into());
-            s.metadata.uid = api.get("mcp-operator.dev/v1alpha1", "MCPServer", NAMESPACE, s.metadata.name.as_deref().unwrap()).and_then(|o| o.pointer("/metadata/uid").and_then(Value::as_str).map(str::to_string));
+            s.metadata.uid = api
+                .get(
+                    "mcp-operator.dev/v1alpha1",
+                    "MCPServer",
+                    NAMESPACE,
+                    s.metadata.name.as_deref().unwrap(),
+                )
+                .and_then(|o| {
+                    o.pointer("/metadata/uid")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                });
             s
         })
         .collect();
@@ -207,9 +255,16 @@ async fn run(n: usize) -> Row {
     let ready = started.elapsed();
     let peak = peak_rss_kib(controller.id());
     let counts = api.counts();
-    let per_server: Vec<(&'static str, f64)> = counts.by_verb(Some("controller")).into_iter().map(|(verb, count)| (verb, count as f64 / n as f64)).collect();
+    let per_server: Vec<(&'static str, f64)> = counts
+        .by_verb(Some("controller"))
+        .into_iter()
+        .map(|(verb, count)| (verb, count as f64 / n as f64))
+        .collect();
     let writes_per_server = counts.writes(Some("controller")) as f64 / n as f64;
-    eprintln!("N={n}: controller writes by resource: {:?}", counts.writes_by_resource(Some("controller")));
+    eprintln!(
+        "N={n}: controller writes by resource: {:?}",
+        counts.writes_by_resource(Some("controller"))
+    );
     stop(controller);
 
     // A restart with nothing to do: every server is reconciled, nothing is written.
@@ -218,26 +273,55 @@ async fn run(n: usize) -> Row {
     let resync = spawn_controller(&api, "resync", dir, port);
     let deadline = Instant::now() + Duration::from_secs(600);
     while reconciles(port) < n as u64 {
-        assert!(Instant::now() < deadline, "the restarted controller did not reconcile every server");
+        assert!(
+            Instant::now() < deadline,
+            "the restarted controller did not reconcile every server"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let resync_peak = peak_rss_kib(resync.id());
     let resync_writes = api.counts().writes(Some("resync"));
-    eprintln!("N={n}: restarted controller writes by resource: {:?}", api.counts().writes_by_resource(Some("resync")));
+    eprintln!(
+        "N={n}: restarted controller writes by resource: {:?}",
+        api.counts().writes_by_resource(Some("resync"))
+    );
     stop(resync);
 
-    Row { n, ready, floor: floor_time, per_server, writes_per_server, peak_rss_kib: peak, resync_writes, resync_peak_rss_kib: resync_peak }
+    Row {
+        n,
+        ready,
+        floor: floor_time,
+        per_server,
+        writes_per_server,
+        peak_rss_kib: peak,
+        resync_writes,
+        resync_peak_rss_kib: resync_peak,
+    }
 }
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let sizes: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
-    let sizes = if sizes.is_empty() { vec![1000, 10_000] } else { sizes };
-    println!("| N | time to all Ready | floor (same SSA writes, minimal loop) | ratio | writes per server | requests per server by verb | no-op restart writes | peak RSS | peak RSS per server |");
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let sizes = if sizes.is_empty() {
+        vec![1000, 10_000]
+    } else {
+        sizes
+    };
+    println!(
+        "| N | time to all Ready | floor (same SSA writes, minimal loop) | ratio | writes per server | requests per server by verb | no-op restart writes | peak RSS | peak RSS per server |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|");
     for n in sizes {
         let row = run(n).await;
-        let verbs = row.per_server.iter().map(|(v, c)| format!("{v} {c:.3}")).collect::<Vec<_>>().join(", ");
+        let verbs = row
+            .per_server
+            .iter()
+            .map(|(v, c)| format!("{v} {c:.3}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         println!(
             "| {} | {:.2} s | {:.2} s | {:.2} | {:.2} | {} | {} | {:.1} MiB | {:.2} KiB |",
             row.n,
@@ -250,6 +334,9 @@ async fn main() {
             row.peak_rss_kib as f64 / 1024.0,
             row.peak_rss_kib as f64 / row.n as f64,
         );
-        eprintln!("restarted controller peak RSS: {:.1} MiB", row.resync_peak_rss_kib as f64 / 1024.0);
+        eprintln!(
+            "restarted controller peak RSS: {:.1} MiB",
+            row.resync_peak_rss_kib as f64 / 1024.0
+        );
     }
 }

@@ -326,15 +326,27 @@ async fn paginated_initial_lists_complete() {
     for i in 0..1200 {
         server.create("v1", "ConfigMap", "ns", json!({"metadata": {"name": format!("c{i:04}"), "labels": {"app.kubernetes.io/managed-by": "mcp-operator"}}})).unwrap();
     }
-    for config in [watcher::Config::default(), watcher::Config::default().any_semantic()] {
+    for config in [
+        watcher::Config::default(),
+        watcher::Config::default().any_semantic(),
+    ] {
         let api: Api<ConfigMap> = Api::all(server.client("t").unwrap());
         let (reader, writer) = kube::runtime::reflector::store();
-        let stream = watcher(api, config.labels("app.kubernetes.io/managed-by=mcp-operator")).default_backoff().reflect(writer).applied_objects();
+        let stream = watcher(
+            api,
+            config.labels("app.kubernetes.io/managed-by=mcp-operator"),
+        )
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects();
         let drive = tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
             while stream.next().await.is_some() {}
         });
-        tokio::time::timeout(WAIT, reader.wait_until_ready()).await.expect("the store fills").unwrap();
+        tokio::time::timeout(WAIT, reader.wait_until_ready())
+            .await
+            .expect("the store fills")
+            .unwrap();
         assert_eq!(reader.state().len(), 1200);
         drive.abort();
     }

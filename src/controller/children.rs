@@ -137,7 +137,9 @@ impl Marker {
     fn older_than(&self, other: &Marker) -> bool {
         match (self, other) {
             (Marker::Generation(a), Marker::Generation(b)) => a < b,
-            (Marker::ResourceVersion(a), Marker::ResourceVersion(b)) => matches!((a.parse::<u64>(), b.parse::<u64>()), (Ok(x), Ok(y)) if x < y),
+            (Marker::ResourceVersion(a), Marker::ResourceVersion(b)) => {
+                matches!((a.parse::<u64>(), b.parse::<u64>()), (Ok(x), Ok(y)) if x < y)
+            }
             _ => false,
         }
     }
@@ -171,9 +173,17 @@ impl Baselines {
     }
 
     /// Whether `desired_hash` must be applied over what the cache shows.
-    pub fn needs_apply(&self, key: &ChildKey, desired_hash: &str, observed: Option<&ObservedChild>) -> bool {
+    pub fn needs_apply(
+        &self,
+        key: &ChildKey,
+        desired_hash: &str,
+        observed: Option<&ObservedChild>,
+    ) -> bool {
         let mut baselines = self.lock();
-        let known = baselines.get(key).filter(|b| b.hash == desired_hash).cloned();
+        let known = baselines
+            .get(key)
+            .filter(|b| b.hash == desired_hash)
+            .cloned();
         match (observed, known) {
             (None, None) => true,
             // Applied but not yet in the cache: lag, unless it was seen since (deleted) or is overdue.
@@ -193,7 +203,12 @@ impl Baselines {
                     return true;
                 }
                 // First sight (after a restart): the annotation says it is ours and current.
-                let baseline = Baseline { hash: desired_hash.to_string(), marker: o.change_marker(), seen: true, applied_at: None };
+                let baseline = Baseline {
+                    hash: desired_hash.to_string(),
+                    marker: o.change_marker(),
+                    seen: true,
+                    applied_at: None,
+                };
                 baselines.insert(key.clone(), baseline);
                 false
             }
@@ -213,16 +228,26 @@ impl Baselines {
 
     fn record(&self, key: ChildKey, hash: &str, applied: &Value) {
         let marker = Marker::of(
-            applied.pointer("/metadata/generation").and_then(Value::as_i64),
-            applied.pointer("/metadata/resourceVersion").and_then(Value::as_str),
+            applied
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64),
+            applied
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str),
         );
-        let baseline = Baseline { hash: hash.to_string(), marker, seen: false, applied_at: Some(Instant::now()) };
+        let baseline = Baseline {
+            hash: hash.to_string(),
+            marker,
+            seen: false,
+            applied_at: Some(Instant::now()),
+        };
         self.lock().insert(key, baseline);
     }
 
     pub fn forget_server(&self, namespace: &str, name: &str) {
         self.lock().retain(|(_, ns, n), _| {
-            !(ns == namespace && (n == name || *n == crate::builders::labels::gateway_config_name(name)))
+            !(ns == namespace
+                && (n == name || *n == crate::builders::labels::gateway_config_name(name)))
         });
     }
 }
@@ -349,14 +374,33 @@ mod tests {
         let baselines = Baselines::default();
         let key = (ChildKind::Deployment, "ns".to_string(), "s".to_string());
         assert!(baselines.needs_apply(&key, "h", None), "missing");
-        assert!(baselines.needs_apply(&key, "new", Some(&observed("h", Some(1), "10"))), "desired changed");
-        assert!(!baselines.needs_apply(&key, "h", Some(&observed("h", Some(1), "10"))), "first sight of a current child");
-        assert!(!baselines.needs_apply(&key, "h", Some(&observed("h", Some(1), "11"))), "status-only change");
-        assert!(baselines.needs_apply(&key, "h", Some(&observed("h", Some(2), "12"))), "spec edited by someone else");
+        assert!(
+            baselines.needs_apply(&key, "new", Some(&observed("h", Some(1), "10"))),
+            "desired changed"
+        );
+        assert!(
+            !baselines.needs_apply(&key, "h", Some(&observed("h", Some(1), "10"))),
+            "first sight of a current child"
+        );
+        assert!(
+            !baselines.needs_apply(&key, "h", Some(&observed("h", Some(1), "11"))),
+            "status-only change"
+        );
+        assert!(
+            baselines.needs_apply(&key, "h", Some(&observed("h", Some(2), "12"))),
+            "spec edited by someone else"
+        );
 
-        let cm = (ChildKind::ConfigMap, "ns".to_string(), "s-gateway".to_string());
+        let cm = (
+            ChildKind::ConfigMap,
+            "ns".to_string(),
+            "s-gateway".to_string(),
+        );
         assert!(!baselines.needs_apply(&cm, "h", Some(&observed("h", None, "5"))));
-        assert!(baselines.needs_apply(&cm, "h", Some(&observed("h", None, "6"))), "no generation: any write is an edit");
+        assert!(
+            baselines.needs_apply(&cm, "h", Some(&observed("h", None, "6"))),
+            "no generation: any write is an edit"
+        );
     }
 
     #[test]
@@ -366,10 +410,22 @@ mod tests {
         let applied = serde_json::json!({"metadata": {"generation": 3, "resourceVersion": "40"}});
         baselines.record(key.clone(), "h", &applied);
         assert_eq!(baselines.unobserved_generation(&key), Some(3));
-        assert!(!baselines.needs_apply(&key, "h", None), "our write is not in the cache yet");
-        assert!(!baselines.needs_apply(&key, "h", Some(&observed("old", Some(2), "30"))), "the cache still shows the previous version");
-        assert!(!baselines.needs_apply(&key, "h", Some(&observed("h", Some(3), "40"))), "the cache caught up");
-        assert!(baselines.needs_apply(&key, "h", None), "seen, then gone: deleted by someone");
+        assert!(
+            !baselines.needs_apply(&key, "h", None),
+            "our write is not in the cache yet"
+        );
+        assert!(
+            !baselines.needs_apply(&key, "h", Some(&observed("old", Some(2), "30"))),
+            "the cache still shows the previous version"
+        );
+        assert!(
+            !baselines.needs_apply(&key, "h", Some(&observed("h", Some(3), "40"))),
+            "the cache caught up"
+        );
+        assert!(
+            baselines.needs_apply(&key, "h", None),
+            "seen, then gone: deleted by someone"
+        );
     }
 
     #[test]

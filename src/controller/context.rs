@@ -96,6 +96,48 @@ impl Backoff {
     }
 }
 
+/// The status each server was last given by this controller, with the resourceVersion of that
+/// write, for as long as the cache shows an older version.
+#[derive(Default)]
+pub struct StatusMemory(
+    Mutex<HashMap<ObjectRef<super::GuardedServer>, (u64, crate::api::server::MCPServerStatus)>>,
+);
+
+impl StatusMemory {
+    pub fn remember(
+        &self,
+        key: ObjectRef<super::GuardedServer>,
+        resource_version: Option<&str>,
+        status: crate::api::server::MCPServerStatus,
+    ) {
+        if let Some(rv) = resource_version.and_then(|v| v.parse().ok()) {
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key, (rv, status));
+        }
+    }
+
+    /// The remembered status when the cached object (`cached_version`) predates its write.
+    /// Resource versions are compared only when both are numbers, as etcd's are.
+    pub fn newer_than(
+        &self,
+        key: &ObjectRef<super::GuardedServer>,
+        cached_version: Option<&str>,
+    ) -> Option<crate::api::server::MCPServerStatus> {
+        let mut memory = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let (written, status) = memory.get(key)?;
+        let cached: u64 = cached_version.and_then(|v| v.parse().ok())?;
+        if cached < *written {
+            Some(status.clone())
+        } else {
+            // The cache caught up: it is the truth again.
+            memory.remove(key);
+            None
+        }
+    }
+}
+
 /// Shared state of the reconcilers.
 pub struct Context {
     pub client: Client,
@@ -105,6 +147,7 @@ pub struct Context {
     pub metrics: Metrics,
     pub backoff: Backoff,
     pub baselines: Baselines,
+    pub status_memory: StatusMemory,
     /// The clock conditions are stamped with.
     pub clock: fn() -> Time,
 }

@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use futures::channel::mpsc;
 use futures::{FutureExt, StreamExt, future};
-use tokio::task::JoinHandle;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PodTemplateSpec, Service, ServiceAccount};
@@ -35,6 +34,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, CustomResourceExt, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
+use tokio::task::JoinHandle;
 
 use crate::api::{MCPPolicy, MCPPromptVersion, MCPServer};
 use crate::builders::labels::{LABEL_MANAGED_BY, MANAGER};
@@ -226,7 +226,11 @@ fn server_trigger(server: &GuardedServer) -> Option<u64> {
 
 /// Drive a watcher into a cache in its own task, so caches keep up whatever the controller's
 /// pace, and send the servers each change affects to `triggers`.
-fn drive<K, S>(stream: S, triggers: mpsc::UnboundedSender<ObjectRef<GuardedServer>>, affected: impl Fn(&K) -> Vec<ObjectRef<GuardedServer>> + Send + 'static) -> JoinHandle<()>
+fn drive<K, S>(
+    stream: S,
+    triggers: mpsc::UnboundedSender<ObjectRef<GuardedServer>>,
+    affected: impl Fn(&K) -> Vec<ObjectRef<GuardedServer>> + Send + 'static,
+) -> JoinHandle<()>
 where
     K: Send + 'static,
     S: futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
@@ -253,7 +257,11 @@ fn controlling_server<K: Resource>(child: &K) -> Vec<ObjectRef<GuardedServer>> {
     meta.owner_references
         .iter()
         .flatten()
-        .filter(|r| r.controller == Some(true) && r.kind == "MCPServer" && r.api_version == MCPServer::api_version(&()))
+        .filter(|r| {
+            r.controller == Some(true)
+                && r.kind == "MCPServer"
+                && r.api_version == MCPServer::api_version(&())
+        })
         .filter_map(|r| Some(ObjectRef::new(&r.name).within(meta.namespace.as_deref()?)))
         .collect()
 }
@@ -270,7 +278,9 @@ fn scope_controller(
     if let Some(selector) = &config.server_selector {
         server_config = server_config.labels(selector);
     }
-    let children_config = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}")).any_semantic();
+    let children_config = watcher::Config::default()
+        .labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"))
+        .any_semantic();
     let (triggers, trigger_stream) = mpsc::unbounded::<ObjectRef<GuardedServer>>();
     let mut tasks: Vec<JoinHandle<()>> = Vec::new();
 
@@ -285,31 +295,39 @@ fn scope_controller(
     let (namespaces, namespaces_writer) = reflector::store();
     let namespace_servers = servers.clone();
     tasks.push(drive(
-        watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), watcher::Config::default().any_semantic())
-            .default_backoff()
-            .modify(strip_managed_fields)
-            .reflect(namespaces_writer)
-            .touched_objects()
-            .predicate_filter(
-                |n: &PartialObjectMeta<Namespace>| {
-                    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-                    n.metadata.labels.hash(&mut hasher);
-                    Some(hasher.finish())
-                },
-                PredicateConfig::default(),
-            ),
+        watcher(
+            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
+        )
+        .default_backoff()
+        .modify(strip_managed_fields)
+        .reflect(namespaces_writer)
+        .touched_objects()
+        .predicate_filter(
+            |n: &PartialObjectMeta<Namespace>| {
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                n.metadata.labels.hash(&mut hasher);
+                Some(hasher.finish())
+            },
+            PredicateConfig::default(),
+        ),
         triggers.clone(),
-        move |n: &PartialObjectMeta<Namespace>| servers_in_namespace(&n.name_any(), &namespace_servers),
+        move |n: &PartialObjectMeta<Namespace>| {
+            servers_in_namespace(&n.name_any(), &namespace_servers)
+        },
     ));
 
     let (policies, policies_writer) = reflector::store();
     let (policy_servers, policy_namespaces) = (servers.clone(), namespaces.clone());
     tasks.push(drive(
-        watcher(Api::<MCPPolicy>::all(client.clone()), watcher::Config::default().any_semantic())
-            .default_backoff()
-            .modify(strip_managed_fields)
-            .reflect(policies_writer)
-            .touched_objects(),
+        watcher(
+            Api::<MCPPolicy>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
+        )
+        .default_backoff()
+        .modify(strip_managed_fields)
+        .reflect(policies_writer)
+        .touched_objects(),
         triggers.clone(),
         move |p: &MCPPolicy| servers_affected_by_policy(p, &policy_servers, &policy_namespaces),
     ));
@@ -317,11 +335,14 @@ fn scope_controller(
     let (prompt_versions, prompts_writer) = reflector::store();
     let prompt_servers = servers.clone();
     tasks.push(drive(
-        watcher(scoped::<MCPPromptVersion>(&client, &scope), watcher::Config::default().any_semantic())
-            .default_backoff()
-            .modify(strip_managed_fields)
-            .reflect(prompts_writer)
-            .touched_objects(),
+        watcher(
+            scoped::<MCPPromptVersion>(&client, &scope),
+            watcher::Config::default().any_semantic(),
+        )
+        .default_backoff()
+        .modify(strip_managed_fields)
+        .reflect(prompts_writer)
+        .touched_objects(),
         triggers.clone(),
         move |v: &MCPPromptVersion| servers_using_prompt(v, &prompt_servers),
     ));
@@ -329,16 +350,24 @@ fn scope_controller(
     // Deployments: status and metadata are all a reconcile reads, so the pod template is dropped.
     let (deployments, deployments_writer) = reflector::store();
     tasks.push(drive(
-        watcher(scoped::<Deployment>(&client, &scope), children_config.clone())
-            .default_backoff()
-            .modify(|d: &mut Deployment| {
-                d.metadata.managed_fields = None;
-                if let Some(spec) = d.spec.as_mut() {
-                    *spec = DeploymentSpec { replicas: spec.replicas, selector: LabelSelector::default(), template: PodTemplateSpec::default(), ..Default::default() };
-                }
-            })
-            .reflect(deployments_writer)
-            .touched_objects(),
+        watcher(
+            scoped::<Deployment>(&client, &scope),
+            children_config.clone(),
+        )
+        .default_backoff()
+        .modify(|d: &mut Deployment| {
+            d.metadata.managed_fields = None;
+            if let Some(spec) = d.spec.as_mut() {
+                *spec = DeploymentSpec {
+                    replicas: spec.replicas,
+                    selector: LabelSelector::default(),
+                    template: PodTemplateSpec::default(),
+                    ..Default::default()
+                };
+            }
+        })
+        .reflect(deployments_writer)
+        .touched_objects(),
         triggers.clone(),
         controlling_server::<Deployment>,
     ));
@@ -347,11 +376,14 @@ fn scope_controller(
         ($kind:ty) => {{
             let (store, writer) = reflector::store::<PartialObjectMeta<$kind>>();
             tasks.push(drive(
-                watcher(scoped::<PartialObjectMeta<$kind>>(&client, &scope), children_config.clone())
-                    .default_backoff()
-                    .modify(strip_managed_fields)
-                    .reflect(writer)
-                    .touched_objects(),
+                watcher(
+                    scoped::<PartialObjectMeta<$kind>>(&client, &scope),
+                    children_config.clone(),
+                )
+                .default_backoff()
+                .modify(strip_managed_fields)
+                .reflect(writer)
+                .touched_objects(),
                 triggers.clone(),
                 controlling_server::<PartialObjectMeta<$kind>>,
             ));
@@ -372,7 +404,10 @@ fn scope_controller(
         disruption_budgets: child_meta!(PodDisruptionBudget),
     };
     drop(triggers);
-    let reporter = Reporter { controller: MANAGER.into(), instance: Some(config.instance.clone()) };
+    let reporter = Reporter {
+        controller: MANAGER.into(),
+        instance: Some(config.instance.clone()),
+    };
     let context = Arc::new(Context {
         client: client.clone(),
         build: config.build.clone(),
@@ -381,6 +416,7 @@ fn scope_controller(
         metrics,
         backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(300)),
         baselines: Default::default(),
+        status_memory: Default::default(),
         clock: config.clock,
     });
 

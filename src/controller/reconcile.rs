@@ -222,7 +222,11 @@ async fn reconcile_inner(
         && ctx
             .baselines
             .unobserved_generation(&deployment_key)
-            .is_some_and(|g| rollout.as_ref().is_none_or(|r| r.generation < g || r.observed_generation < g));
+            .is_some_and(|g| {
+                rollout
+                    .as_ref()
+                    .is_none_or(|r| r.generation < g || r.observed_generation < g)
+            });
     if !rollout_unknown {
         let written = write_status(server, ctx, &input, &applied_policies).await?;
         if let Some(new_status) = written {
@@ -291,7 +295,13 @@ async fn write_status(
     input: &StatusInput<'_>,
     policies: &[AppliedPolicy],
 ) -> Result<Option<MCPServerStatus>, Error> {
-    let previous = server.status.as_ref();
+    // The cache may not show the controller's own last status write yet: compare with that.
+    let key = ObjectRef::<GuardedServer>::new(&server.name_any())
+        .within(&server.namespace().unwrap_or_default());
+    let written = ctx
+        .status_memory
+        .newer_than(&key, server.meta().resource_version.as_deref());
+    let previous = written.as_ref().or(server.status.as_ref());
     let mut desired = status::desired_status(input, previous, &ctx.now());
     desired.policies = policies.to_vec();
     if previous.is_some_and(|p| !status::differs_ignoring_timestamps(p, &desired)) {
@@ -314,6 +324,13 @@ async fn write_status(
         kind: "MCPServer/status",
         name: server.name_any(),
         source,
+    })
+    .map(|written| {
+        ctx.status_memory.remember(
+            key,
+            written.meta().resource_version.as_deref(),
+            desired.clone(),
+        )
     })?;
     ctx.metrics.status_written();
     Ok(Some(desired))

@@ -374,7 +374,10 @@ impl Store {
             return match kind {
                 PatchKind::Apply { .. } if part == Part::Main => {
                     let created = self.create(rt, namespace, with_name(body.clone(), name))?;
-                    self.applied.entry(key).or_default().insert((manager.to_string(), part), body);
+                    self.applied
+                        .entry(key)
+                        .or_default()
+                        .insert((manager.to_string(), part), body);
                     Ok(created)
                 }
                 _ => Err(not_found(rt, name)),
@@ -632,7 +635,9 @@ impl Store {
                         .get(&key)
                         .into_iter()
                         .flatten()
-                        .map(|((manager, part), applied)| managed_fields_entry(manager, *part, applied))
+                        .map(|((manager, part), applied)| {
+                            managed_fields_entry(manager, *part, applied)
+                        })
                         .collect();
                     if !managers.is_empty() {
                         m.insert("managedFields".into(), Value::Array(managers));
