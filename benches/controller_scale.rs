@@ -106,12 +106,40 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A controller process, killed when dropped (so a failed run leaves none behind).
+struct ControllerProcess(Option<Child>);
+
+impl ControllerProcess {
+    fn id(&self) -> u32 {
+        self.0.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// Stop it with SIGTERM, as Kubernetes would, and wait for it.
+    fn stop(mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 fn spawn_controller(
     api: &ApiServer,
     identity: &str,
     dir: &std::path::Path,
     metrics_port: u16,
-) -> Child {
+) -> ControllerProcess {
     let kubeconfig = dir.join(format!("{identity}.kubeconfig"));
     std::fs::write(&kubeconfig, api.kubeconfig(identity)).unwrap();
     let log = std::fs::File::create(dir.join(format!("{identity}.log"))).unwrap();
@@ -132,6 +160,7 @@ fn spawn_controller(
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
+        .map(|child| ControllerProcess(Some(child)))
         .unwrap()
 }
 
@@ -144,13 +173,6 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
-}
-
-fn stop(mut child: Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
 }
 
 /// The controller's completed reconciles, from its /metrics.
@@ -265,7 +287,7 @@ async fn run(n: usize) -> Row {
         "N={n}: controller writes by resource: {:?}",
         counts.writes_by_resource(Some("controller"))
     );
-    stop(controller);
+    controller.stop();
 
     // A restart with nothing to do: every server is reconciled, nothing is written.
     api.reset_counts();
@@ -285,7 +307,7 @@ async fn run(n: usize) -> Row {
         "N={n}: restarted controller writes by resource: {:?}",
         api.counts().writes_by_resource(Some("resync"))
     );
-    stop(resync);
+    resync.stop();
 
     Row {
         n,

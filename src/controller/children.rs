@@ -18,6 +18,7 @@ use serde_json::Value;
 use crate::builders::gateway::sha256_hex;
 
 use super::Error;
+use super::index::{Marker, ObservedChild, digest};
 
 /// The single field manager of every write.
 pub const FIELD_MANAGER: &str = "mcp-operator";
@@ -82,85 +83,27 @@ impl ChildKind {
     }
 }
 
-/// What the controller knows of an existing child, from its caches.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ObservedChild {
-    pub uid: Option<String>,
-    pub applied_hash: Option<String>,
-    pub generation: Option<i64>,
-    pub resource_version: Option<String>,
-    /// UID of the controlling owner.
-    pub owner_uid: Option<String>,
-}
-
-impl ObservedChild {
-    pub fn from_meta(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Self {
-        ObservedChild {
-            uid: meta.uid.clone(),
-            applied_hash: meta
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(ANNOTATION_APPLIED_HASH))
-                .cloned(),
-            generation: meta.generation.filter(|g| *g > 0),
-            resource_version: meta.resource_version.clone(),
-            owner_uid: meta
-                .owner_references
-                .as_ref()
-                .and_then(|refs| refs.iter().find(|r| r.controller == Some(true)))
-                .map(|r| r.uid.clone()),
-        }
-    }
-
-    /// What moves when someone else changes the object: generation where the kind has one.
-    fn change_marker(&self) -> Marker {
-        Marker::of(self.generation, self.resource_version.as_deref())
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Marker {
-    Generation(i64),
-    ResourceVersion(String),
-}
-
-impl Marker {
-    fn of(meta_generation: Option<i64>, resource_version: Option<&str>) -> Marker {
-        match meta_generation.filter(|g| *g > 0) {
-            Some(g) => Marker::Generation(g),
-            None => Marker::ResourceVersion(resource_version.unwrap_or_default().to_string()),
-        }
-    }
-
-    /// Whether a cached copy with this marker predates `other` (a write of ours it has not seen).
-    /// Resource versions are compared only when both are numbers, as etcd's are.
-    fn older_than(&self, other: &Marker) -> bool {
-        match (self, other) {
-            (Marker::Generation(a), Marker::Generation(b)) => a < b,
-            (Marker::ResourceVersion(a), Marker::ResourceVersion(b)) => {
-                matches!((a.parse::<u64>(), b.parse::<u64>()), (Ok(x), Ok(y)) if x < y)
-            }
-            _ => false,
-        }
-    }
-}
-
 /// How long a child the controller applied may stay absent from the cache before it is taken
 /// for deleted (the watch event of the write normally arrives within milliseconds).
 const CACHE_LAG_GRACE: Duration = Duration::from_secs(5);
 
 /// What the controller last applied to a child, or first saw of it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 struct Baseline {
-    hash: String,
+    hash: u64,
     marker: Marker,
     /// The cache has shown this write.
     seen: bool,
     applied_at: Option<Instant>,
 }
 
-/// Identity of a child: kind, namespace, name.
-pub type ChildKey = (ChildKind, String, String);
+/// Identity of a child: a digest of its kind, namespace and name.
+pub type ChildKey = u64;
+
+/// The key of a child.
+pub fn child_identity(kind: ChildKind, namespace: &str, name: &str) -> ChildKey {
+    digest(&[kind.as_str(), namespace, name])
+}
 
 /// The controller's memory of its own writes to children, so that a cache that lags behind
 /// them is not mistaken for drift, and edits by others are.
@@ -175,53 +118,52 @@ impl Baselines {
     /// Whether `desired_hash` must be applied over what the cache shows.
     pub fn needs_apply(
         &self,
-        key: &ChildKey,
+        key: ChildKey,
         desired_hash: &str,
-        observed: Option<&ObservedChild>,
+        observed: Option<ObservedChild>,
     ) -> bool {
+        let desired = digest(&[desired_hash]);
         let mut baselines = self.lock();
-        let known = baselines
-            .get(key)
-            .filter(|b| b.hash == desired_hash)
-            .cloned();
+        let known = baselines.get(&key).filter(|b| b.hash == desired).copied();
         match (observed, known) {
             (None, None) => true,
             // Applied but not yet in the cache: lag, unless it was seen since (deleted) or is overdue.
             (None, Some(b)) => b.seen || b.applied_at.is_none_or(|t| t.elapsed() > CACHE_LAG_GRACE),
             (Some(o), Some(b)) => {
-                let marker = o.change_marker();
-                if marker.older_than(&b.marker) {
+                if o.marker.older_than(&b.marker) {
                     return false;
                 }
-                if let Some(entry) = baselines.get_mut(key) {
+                if let Some(entry) = baselines.get_mut(&key) {
                     entry.seen = true;
                 }
-                o.applied_hash.as_deref() != Some(desired_hash) || marker != b.marker
+                o.applied_hash != Some(desired) || o.marker != b.marker
             }
             (Some(o), None) => {
-                if o.applied_hash.as_deref() != Some(desired_hash) {
+                if o.applied_hash != Some(desired) {
                     return true;
                 }
                 // First sight (after a restart): the annotation says it is ours and current.
-                let baseline = Baseline {
-                    hash: desired_hash.to_string(),
-                    marker: o.change_marker(),
-                    seen: true,
-                    applied_at: None,
-                };
-                baselines.insert(key.clone(), baseline);
+                baselines.insert(
+                    key,
+                    Baseline {
+                        hash: desired,
+                        marker: o.marker,
+                        seen: true,
+                        applied_at: None,
+                    },
+                );
                 false
             }
         }
     }
 
-    /// The generation the controller last applied to a child, while the cache has not shown
-    /// it yet and it is recent: a rollout whose state is not yet known.
-    pub fn unobserved_generation(&self, key: &ChildKey) -> Option<i64> {
+    /// The generation the controller last applied to a child, while it is recent: a rollout
+    /// whose state the cache may not show yet.
+    pub fn unobserved_generation(&self, key: ChildKey) -> Option<i64> {
         let baselines = self.lock();
-        let b = baselines.get(key)?;
-        match (&b.marker, b.applied_at) {
-            (Marker::Generation(g), Some(at)) if at.elapsed() <= CACHE_LAG_GRACE => Some(*g),
+        let b = baselines.get(&key)?;
+        match (b.marker, b.applied_at) {
+            (Marker::Generation(g), Some(at)) if at.elapsed() <= CACHE_LAG_GRACE => Some(g),
             _ => None,
         }
     }
@@ -236,7 +178,7 @@ impl Baselines {
                 .and_then(Value::as_str),
         );
         let baseline = Baseline {
-            hash: hash.to_string(),
+            hash: digest(&[hash]),
             marker,
             seen: false,
             applied_at: Some(Instant::now()),
@@ -244,11 +186,14 @@ impl Baselines {
         self.lock().insert(key, baseline);
     }
 
+    /// Forget a deleted server's children.
     pub fn forget_server(&self, namespace: &str, name: &str) {
-        self.lock().retain(|(_, ns, n), _| {
-            !(ns == namespace
-                && (n == name || *n == crate::builders::labels::gateway_config_name(name)))
-        });
+        let config_map = crate::builders::labels::gateway_config_name(name);
+        let mut baselines = self.lock();
+        for kind in ChildKind::ALL {
+            baselines.remove(&child_identity(kind, namespace, name));
+            baselines.remove(&child_identity(kind, namespace, &config_map));
+        }
     }
 }
 
@@ -293,7 +238,7 @@ impl DesiredChild {
     }
 
     pub fn key(&self) -> ChildKey {
-        (self.kind, self.namespace.clone(), self.name.clone())
+        child_identity(self.kind, &self.namespace, &self.name)
     }
 }
 
@@ -333,18 +278,10 @@ pub async fn delete(
     kind: ChildKind,
     namespace: &str,
     name: &str,
-    uid: Option<&str>,
 ) -> Result<(), Error> {
     let api: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), namespace, &kind.api_resource());
-    let mut params = DeleteParams::background();
-    if let Some(uid) = uid {
-        params = params.preconditions(kube::api::Preconditions {
-            uid: Some(uid.to_string()),
-            resource_version: None,
-        });
-    }
-    match api.delete(name, &params).await {
+    match api.delete(name, &DeleteParams::background()).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         Err(source) => Err(Error::Apply {
@@ -361,44 +298,39 @@ mod tests {
 
     fn observed(hash: &str, generation: Option<i64>, rv: &str) -> ObservedChild {
         ObservedChild {
-            uid: Some("u".into()),
-            applied_hash: Some(hash.into()),
-            generation,
-            resource_version: Some(rv.into()),
+            applied_hash: Some(digest(&[hash])),
+            marker: Marker::of(generation, Some(rv)),
             owner_uid: None,
+            rollout: None,
         }
     }
 
     #[test]
     fn apply_only_when_missing_changed_or_edited() {
         let baselines = Baselines::default();
-        let key = (ChildKind::Deployment, "ns".to_string(), "s".to_string());
-        assert!(baselines.needs_apply(&key, "h", None), "missing");
+        let key = child_identity(ChildKind::Deployment, "ns", "s");
+        assert!(baselines.needs_apply(key, "h", None), "missing");
         assert!(
-            baselines.needs_apply(&key, "new", Some(&observed("h", Some(1), "10"))),
+            baselines.needs_apply(key, "new", Some(observed("h", Some(1), "10"))),
             "desired changed"
         );
         assert!(
-            !baselines.needs_apply(&key, "h", Some(&observed("h", Some(1), "10"))),
+            !baselines.needs_apply(key, "h", Some(observed("h", Some(1), "10"))),
             "first sight of a current child"
         );
         assert!(
-            !baselines.needs_apply(&key, "h", Some(&observed("h", Some(1), "11"))),
+            !baselines.needs_apply(key, "h", Some(observed("h", Some(1), "11"))),
             "status-only change"
         );
         assert!(
-            baselines.needs_apply(&key, "h", Some(&observed("h", Some(2), "12"))),
+            baselines.needs_apply(key, "h", Some(observed("h", Some(2), "12"))),
             "spec edited by someone else"
         );
 
-        let cm = (
-            ChildKind::ConfigMap,
-            "ns".to_string(),
-            "s-gateway".to_string(),
-        );
-        assert!(!baselines.needs_apply(&cm, "h", Some(&observed("h", None, "5"))));
+        let cm = child_identity(ChildKind::ConfigMap, "ns", "s-gateway");
+        assert!(!baselines.needs_apply(cm, "h", Some(observed("h", None, "5"))));
         assert!(
-            baselines.needs_apply(&cm, "h", Some(&observed("h", None, "6"))),
+            baselines.needs_apply(cm, "h", Some(observed("h", None, "6"))),
             "no generation: any write is an edit"
         );
     }
@@ -406,24 +338,24 @@ mod tests {
     #[test]
     fn a_lagging_cache_is_not_drift_but_a_deletion_is() {
         let baselines = Baselines::default();
-        let key = (ChildKind::Deployment, "ns".to_string(), "s".to_string());
+        let key = child_identity(ChildKind::Deployment, "ns", "s");
         let applied = serde_json::json!({"metadata": {"generation": 3, "resourceVersion": "40"}});
-        baselines.record(key.clone(), "h", &applied);
-        assert_eq!(baselines.unobserved_generation(&key), Some(3));
+        baselines.record(key, "h", &applied);
+        assert_eq!(baselines.unobserved_generation(key), Some(3));
         assert!(
-            !baselines.needs_apply(&key, "h", None),
+            !baselines.needs_apply(key, "h", None),
             "our write is not in the cache yet"
         );
         assert!(
-            !baselines.needs_apply(&key, "h", Some(&observed("old", Some(2), "30"))),
+            !baselines.needs_apply(key, "h", Some(observed("old", Some(2), "30"))),
             "the cache still shows the previous version"
         );
         assert!(
-            !baselines.needs_apply(&key, "h", Some(&observed("h", Some(3), "40"))),
+            !baselines.needs_apply(key, "h", Some(observed("h", Some(3), "40"))),
             "the cache caught up"
         );
         assert!(
-            baselines.needs_apply(&key, "h", None),
+            baselines.needs_apply(key, "h", None),
             "seen, then gone: deleted by someone"
         );
     }

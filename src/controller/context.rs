@@ -1,14 +1,10 @@
 //! What every reconcile shares: the client, the caches, the recorder, metrics, backoff state.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service, ServiceAccount};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
 use kube::Resource;
@@ -19,29 +15,29 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use crate::api::{MCPPolicy, MCPPromptVersion, MCPServer};
 use crate::builders::BuildContext;
 
-use super::children::{Baselines, ChildKind, ObservedChild};
+use super::children::{Baselines, ChildKind};
+use super::index::{ChildIndex, ObservedChild};
 use super::metrics::Metrics;
-use super::reconcile::{event, rollout_from_deployment};
+use super::reconcile::event;
 use super::status::RolloutState;
 
-/// The reflector caches a reconcile reads instead of calling the API server.
+/// The caches a reconcile reads instead of calling the API server.
 #[derive(Clone)]
 pub struct Stores {
     pub servers: Store<super::GuardedServer>,
     pub policies: Store<MCPPolicy>,
     pub prompt_versions: Store<MCPPromptVersion>,
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
-    /// Deployments without their pod template: status and metadata only.
-    pub deployments: Store<Deployment>,
-    pub service_accounts: Store<PartialObjectMeta<ServiceAccount>>,
-    pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
-    pub services: Store<PartialObjectMeta<Service>>,
-    pub network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
-    pub autoscalers: Store<PartialObjectMeta<HorizontalPodAutoscaler>>,
-    pub disruption_budgets: Store<PartialObjectMeta<PodDisruptionBudget>>,
+    /// Compact caches of the children, one per kind (see [`ChildKind::ALL`]).
+    pub children: Arc<[ChildIndex; 7]>,
 }
 
 impl Stores {
+    /// The compact cache of `kind`.
+    pub fn children_of(&self, kind: ChildKind) -> &ChildIndex {
+        &self.children[kind as usize]
+    }
+
     /// Resolves once every cache but the servers' (which the controller fills itself) has been
     /// filled by its first list.
     pub async fn ready_except_servers(&self) {
@@ -49,13 +45,7 @@ impl Stores {
             self.policies.wait_until_ready(),
             self.prompt_versions.wait_until_ready(),
             self.namespaces.wait_until_ready(),
-            self.deployments.wait_until_ready(),
-            self.service_accounts.wait_until_ready(),
-            self.config_maps.wait_until_ready(),
-            self.services.wait_until_ready(),
-            self.network_policies.wait_until_ready(),
-            self.autoscalers.wait_until_ready(),
-            self.disruption_budgets.wait_until_ready(),
+            futures::future::join_all(self.children.iter().map(ChildIndex::wait_ready)),
         );
     }
 }
@@ -176,38 +166,13 @@ impl Context {
         namespace: &str,
         name: &str,
     ) -> Option<ObservedChild> {
-        fn find<K: Resource<DynamicType = ()> + Clone>(
-            store: &Store<PartialObjectMeta<K>>,
-            namespace: &str,
-            name: &str,
-        ) -> Option<ObservedChild> {
-            store
-                .get(&ObjectRef::new(name).within(namespace))
-                .map(|o| ObservedChild::from_meta(&o.metadata))
-        }
-        match kind {
-            ChildKind::ServiceAccount => find(&self.stores.service_accounts, namespace, name),
-            ChildKind::ConfigMap => find(&self.stores.config_maps, namespace, name),
-            ChildKind::Service => find(&self.stores.services, namespace, name),
-            ChildKind::NetworkPolicy => find(&self.stores.network_policies, namespace, name),
-            ChildKind::HorizontalPodAutoscaler => find(&self.stores.autoscalers, namespace, name),
-            ChildKind::PodDisruptionBudget => {
-                find(&self.stores.disruption_budgets, namespace, name)
-            }
-            ChildKind::Deployment => self
-                .stores
-                .deployments
-                .get(&ObjectRef::new(name).within(namespace))
-                .map(|d| ObservedChild::from_meta(&d.metadata)),
-        }
+        self.stores.children_of(kind).get(namespace, name)
     }
 
     /// The cached rollout state of a server's Deployment.
     pub fn rollout(&self, namespace: &str, name: &str) -> Option<RolloutState> {
-        self.stores
-            .deployments
-            .get(&ObjectRef::new(name).within(namespace))
-            .map(|d| rollout_from_deployment(&d))
+        self.observed_child(ChildKind::Deployment, namespace, name)?
+            .rollout
     }
 
     /// Publish an Event about `server`; a failure to record is logged, never fatal.

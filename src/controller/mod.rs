@@ -4,6 +4,7 @@
 
 pub mod children;
 pub mod context;
+pub mod index;
 pub mod leader;
 pub mod metrics;
 pub mod reconcile;
@@ -18,13 +19,13 @@ use std::time::Duration;
 
 use futures::channel::mpsc;
 use futures::{FutureExt, StreamExt, future};
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PodTemplateSpec, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
 use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::PredicateConfig;
@@ -40,7 +41,9 @@ use crate::api::{MCPPolicy, MCPPromptVersion, MCPServer};
 use crate::builders::labels::{LABEL_MANAGED_BY, MANAGER};
 use crate::builders::{BuildContext, BuildError};
 
+use self::children::ChildKind;
 use self::context::{Backoff, Context, Stores};
+use self::index::{ChildIndex, ObservedChild};
 use self::leader::{LeaderElector, LeaseConfig, LeaseError};
 use self::metrics::Metrics;
 
@@ -205,9 +208,17 @@ where
     }
 }
 
-/// Drop `managedFields` before caching: the controller never reads them.
+/// Annotation `kubectl apply` (client-side) stores a whole copy of the object in.
+const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drop what the controller never reads before caching: `managedFields` and kubectl's copy of
+/// the last applied object.
 fn strip_managed_fields<K: Resource>(object: &mut K) {
-    object.meta_mut().managed_fields = None;
+    let meta = object.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED_ANNOTATION);
+    }
 }
 
 /// An MCPServer as cached: one that does not deserialize is kept as an error, so it cannot stop
@@ -246,6 +257,59 @@ where
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "watch failed; retrying with backoff"),
+            }
+        }
+    })
+}
+
+/// Keep the compact index of one child kind from a raw watch, and send the controlling server
+/// of every change to `triggers` (after the first list: at start every server is reconciled).
+fn drive_index<K, S>(
+    stream: S,
+    indexes: Arc<[ChildIndex; 7]>,
+    kind: ChildKind,
+    triggers: mpsc::UnboundedSender<ObjectRef<GuardedServer>>,
+    observe: fn(&K) -> ObservedChild,
+) -> JoinHandle<()>
+where
+    K: Resource + Send + 'static,
+    S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let index = &indexes[kind as usize];
+        let key = |o: &K| {
+            index::child_key(
+                o.meta().namespace.as_deref().unwrap_or_default(),
+                o.meta().name.as_deref().unwrap_or_default(),
+            )
+        };
+        let notify = |o: &K| {
+            for server in controlling_server(o) {
+                let _ = triggers.unbounded_send(server);
+            }
+        };
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(watcher::Event::Init) => index.begin_relist(),
+                Ok(watcher::Event::InitApply(o)) => {
+                    let was_ready = index.is_ready();
+                    if index.relisted(key(&o), observe(&o)) && was_ready {
+                        notify(&o);
+                    }
+                }
+                Ok(watcher::Event::InitDone) => index.finish_relist(),
+                Ok(watcher::Event::Apply(o)) => {
+                    index.upsert(key(&o), observe(&o));
+                    notify(&o);
+                }
+                Ok(watcher::Event::Delete(o)) => {
+                    index.remove(key(&o));
+                    notify(&o);
+                }
+                Err(e) => {
+                    tracing::warn!(kind = kind.as_str(), error = %e, "watch failed; retrying with backoff")
+                }
             }
         }
     })
@@ -347,61 +411,48 @@ fn scope_controller(
         move |v: &MCPPromptVersion| servers_using_prompt(v, &prompt_servers),
     ));
 
-    // Deployments: status and metadata are all a reconcile reads, so the pod template is dropped.
-    let (deployments, deployments_writer) = reflector::store();
-    tasks.push(drive(
+    // Children: compact indexes (what the apply decision needs), filled by their own tasks.
+    let children: Arc<[ChildIndex; 7]> = Arc::new(Default::default());
+    tasks.push(drive_index(
         watcher(
             scoped::<Deployment>(&client, &scope),
             children_config.clone(),
         )
-        .default_backoff()
-        .modify(|d: &mut Deployment| {
-            d.metadata.managed_fields = None;
-            if let Some(spec) = d.spec.as_mut() {
-                *spec = DeploymentSpec {
-                    replicas: spec.replicas,
-                    selector: LabelSelector::default(),
-                    template: PodTemplateSpec::default(),
-                    ..Default::default()
-                };
-            }
-        })
-        .reflect(deployments_writer)
-        .touched_objects(),
+        .default_backoff(),
+        children.clone(),
+        ChildKind::Deployment,
         triggers.clone(),
-        controlling_server::<Deployment>,
+        |d: &Deployment| {
+            ObservedChild::from_meta(&d.metadata, Some(reconcile::rollout_from_deployment(d)))
+        },
     ));
-
     macro_rules! child_meta {
-        ($kind:ty) => {{
-            let (store, writer) = reflector::store::<PartialObjectMeta<$kind>>();
-            tasks.push(drive(
+        ($kind:ty, $child_kind:expr) => {
+            tasks.push(drive_index(
                 watcher(
                     scoped::<PartialObjectMeta<$kind>>(&client, &scope),
                     children_config.clone(),
                 )
-                .default_backoff()
-                .modify(strip_managed_fields)
-                .reflect(writer)
-                .touched_objects(),
+                .default_backoff(),
+                children.clone(),
+                $child_kind,
                 triggers.clone(),
-                controlling_server::<PartialObjectMeta<$kind>>,
-            ));
-            store
-        }};
+                |m: &PartialObjectMeta<$kind>| ObservedChild::from_meta(&m.metadata, None),
+            ))
+        };
     }
+    child_meta!(ServiceAccount, ChildKind::ServiceAccount);
+    child_meta!(ConfigMap, ChildKind::ConfigMap);
+    child_meta!(Service, ChildKind::Service);
+    child_meta!(NetworkPolicy, ChildKind::NetworkPolicy);
+    child_meta!(HorizontalPodAutoscaler, ChildKind::HorizontalPodAutoscaler);
+    child_meta!(PodDisruptionBudget, ChildKind::PodDisruptionBudget);
     let stores = Stores {
         servers: servers.clone(),
         policies,
         prompt_versions,
         namespaces,
-        deployments,
-        service_accounts: child_meta!(ServiceAccount),
-        config_maps: child_meta!(ConfigMap),
-        services: child_meta!(Service),
-        network_policies: child_meta!(NetworkPolicy),
-        autoscalers: child_meta!(HorizontalPodAutoscaler),
-        disruption_budgets: child_meta!(PodDisruptionBudget),
+        children,
     };
     drop(triggers);
     let reporter = Reporter {

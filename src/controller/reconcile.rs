@@ -21,8 +21,9 @@ use crate::builders::labels::selector_string;
 use crate::builders::{self, DesiredState, ServerInputs};
 use crate::validation::semantic;
 
-use super::children::{self, ChildKind, DesiredChild, FIELD_MANAGER, ObservedChild};
+use super::children::{self, ChildKind, DesiredChild, FIELD_MANAGER, child_identity};
 use super::context::Context;
+use super::index::digest;
 use super::status::{self, RolloutState, StatusInput};
 use super::{Error, GuardedServer};
 
@@ -154,7 +155,7 @@ async fn reconcile_inner(
         let observed = ctx.observed_child(child.kind, &child.namespace, &child.name);
         if !ctx
             .baselines
-            .needs_apply(&child.key(), &child.hash, observed.as_ref())
+            .needs_apply(child.key(), &child.hash, observed)
         {
             continue;
         }
@@ -184,12 +185,10 @@ async fn reconcile_inner(
             let Some(observed) = ctx.observed_child(kind, namespace, &name) else {
                 continue;
             };
-            let ours = observed.owner_uid.is_some() && observed.owner_uid == server.meta().uid;
+            let ours = observed.owner_uid.is_some()
+                && observed.owner_uid == server.meta().uid.as_deref().map(|u| digest(&[u]));
             if !wanted && ours {
-                if let Err(e) =
-                    children::delete(&ctx.client, kind, namespace, &name, observed.uid.as_deref())
-                        .await
-                {
+                if let Err(e) = children::delete(&ctx.client, kind, namespace, &name).await {
                     apply_error = Some(e);
                     break;
                 }
@@ -207,7 +206,7 @@ async fn reconcile_inner(
         generation: server.meta().generation,
         endpoint: Some(desired.endpoint.clone()),
         selector: Some(selector_string(&name)),
-        rollout: rollout.clone(),
+        rollout,
         prompts: &desired.prompts,
         authenticated: server.spec.authentication.is_some(),
         invalid: None,
@@ -217,11 +216,11 @@ async fn reconcile_inner(
     // A Deployment spec written moments ago whose rollout the cache does not show yet: its
     // status is written once it does (the Deployment's change wakes this server), which saves
     // a write per change. Past the grace period the status is written regardless.
-    let deployment_key = (ChildKind::Deployment, namespace.to_string(), name.clone());
+    let deployment_key = child_identity(ChildKind::Deployment, namespace, &name);
     let rollout_unknown = apply_error.is_none()
         && ctx
             .baselines
-            .unobserved_generation(&deployment_key)
+            .unobserved_generation(deployment_key)
             .is_some_and(|g| {
                 rollout
                     .as_ref()
@@ -387,13 +386,6 @@ async fn announce_transitions(
                 .await;
         }
     }
-}
-
-/// The cached metadata of a child, as the apply decision needs it.
-pub fn observed_from_meta(
-    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-) -> ObservedChild {
-    ObservedChild::from_meta(meta)
 }
 
 /// The event recorder's note for a Kubernetes event.

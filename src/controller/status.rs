@@ -32,7 +32,7 @@ pub const PHASE_DEGRADED: &str = "Degraded";
 pub const PHASE_INVALID: &str = "Invalid";
 
 /// The rollout state of the server's Deployment, as last observed.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RolloutState {
     pub generation: i64,
     pub observed_generation: i64,
@@ -136,7 +136,7 @@ pub fn desired_status(
             error.clone(),
         ));
     } else {
-        let rollout = input.rollout.clone().unwrap_or_default();
+        let rollout = input.rollout.unwrap_or_default();
         let complete = input.rollout.is_some() && rollout.complete();
         phase = if complete {
             PHASE_READY
