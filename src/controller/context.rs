@@ -108,6 +108,17 @@ impl StatusMemory {
         }
     }
 
+    /// The cache now shows `resource_version` of `key`: forget a write it includes.
+    pub fn seen(&self, key: &ObjectRef<super::GuardedServer>, resource_version: Option<&str>) {
+        let Some(seen) = resource_version.and_then(|v| v.parse::<u64>().ok()) else {
+            return;
+        };
+        let mut memory = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if memory.get(key).is_some_and(|(written, _)| *written <= seen) {
+            memory.remove(key);
+        }
+    }
+
     /// The remembered status when the cached object (`cached_version`) predates its write.
     /// Resource versions are compared only when both are numbers, as etcd's are.
     pub fn newer_than(
@@ -137,7 +148,7 @@ pub struct Context {
     pub metrics: Metrics,
     pub backoff: Backoff,
     pub baselines: Baselines,
-    pub status_memory: StatusMemory,
+    pub status_memory: Arc<StatusMemory>,
     /// The clock conditions are stamped with.
     pub clock: fn() -> Time,
 }

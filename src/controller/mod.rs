@@ -348,12 +348,22 @@ fn scope_controller(
     let (triggers, trigger_stream) = mpsc::unbounded::<ObjectRef<GuardedServer>>();
     let mut tasks: Vec<JoinHandle<()>> = Vec::new();
 
+    let status_memory: Arc<context::StatusMemory> = Arc::default();
+    let seen_statuses = status_memory.clone();
     let (servers, servers_writer) = reflector::store();
     let server_stream = watcher(scoped::<GuardedServer>(&client, &scope), server_config)
         .default_backoff()
         .modify(strip_managed_fields)
         .reflect(servers_writer)
         .applied_objects()
+        .inspect(move |server| {
+            if let Ok(server) = server {
+                seen_statuses.seen(
+                    &ObjectRef::from_obj(server),
+                    server.meta().resource_version.as_deref(),
+                );
+            }
+        })
         .predicate_filter(server_trigger, PredicateConfig::default());
 
     let (namespaces, namespaces_writer) = reflector::store();
@@ -467,7 +477,7 @@ fn scope_controller(
         metrics,
         backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(300)),
         baselines: Default::default(),
-        status_memory: Default::default(),
+        status_memory,
         clock: config.clock,
     });
 
