@@ -297,10 +297,16 @@ async fn write_status(
     // The cache may not show the controller's own last status write yet: compare with that.
     let key = ObjectRef::<GuardedServer>::new(&server.name_any())
         .within(&server.namespace().unwrap_or_default());
+    // The reconcile's copy may predate the cache's: take the newest the cache has.
+    let latest = ctx.stores.servers.get(&key);
+    let newest = match latest.as_ref().and_then(|g| g.0.as_ref().ok()) {
+        Some(cached) if version_of(cached) >= version_of(server) => cached,
+        _ => server,
+    };
     let written = ctx
         .status_memory
-        .newer_than(&key, server.meta().resource_version.as_deref());
-    let previous = written.as_ref().or(server.status.as_ref());
+        .newer_than(&key, newest.meta().resource_version.as_deref());
+    let previous = written.as_ref().or(newest.status.as_ref());
     let mut desired = status::desired_status(input, previous, &ctx.now());
     desired.policies = policies.to_vec();
     if previous.is_some_and(|p| !status::differs_ignoring_timestamps(p, &desired)) {
@@ -333,6 +339,16 @@ async fn write_status(
     })?;
     ctx.metrics.status_written();
     Ok(Some(desired))
+}
+
+/// The resourceVersion of an object as a number (etcd's are), 0 when it is not one.
+fn version_of(server: &MCPServer) -> u64 {
+    server
+        .meta()
+        .resource_version
+        .as_deref()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Events for changes a human should hear of.
