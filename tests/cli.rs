@@ -59,3 +59,68 @@ fn render_reads_standard_input() {
             .contains("<stdin>: document 1 (line 1): apiVersion: required field is missing")
     );
 }
+
+/// `controller` with an unusable cluster configuration: a non-zero exit within 10 s and one
+/// line naming the problem.
+fn controller_fails_fast(args: &[&str], expected: &str) {
+    let started = std::time::Instant::now();
+    let mut full = vec!["controller", "--metrics-addr", "127.0.0.1:0"];
+    full.extend_from_slice(args);
+    let output = common::run(&full);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line, got: {stderr}");
+    assert!(
+        lines[0].starts_with("error: ") && lines[0].contains(expected),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn controller_with_a_missing_kubeconfig_fails_fast() {
+    controller_fails_fast(
+        &["--kubeconfig", "/nonexistent"],
+        "cannot read kubeconfig /nonexistent",
+    );
+}
+
+#[test]
+fn controller_with_an_unreachable_api_server_fails_fast() {
+    // A port nothing listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = common::write(
+        dir.path(),
+        "kubeconfig",
+        &format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: 'http://127.0.0.1:{port}'}}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\nusers:\n- name: u\n  user: {{token: t}}\n"
+        ),
+    );
+    controller_fails_fast(
+        &["--kubeconfig", &kubeconfig.display().to_string()],
+        &format!("cannot reach the Kubernetes API server at http://127.0.0.1:{port}"),
+    );
+}
+
+#[test]
+fn controller_refuses_a_renew_interval_above_the_lease() {
+    controller_fails_fast(
+        &[
+            "--lease-duration-seconds",
+            "5",
+            "--lease-renew-seconds",
+            "9",
+        ],
+        "must be below --lease-duration-seconds",
+    );
+}

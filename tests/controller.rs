@@ -61,14 +61,24 @@ impl Running {
 }
 
 fn start(client: Client, identity: &str, lease: Option<LeaseConfig>) -> Running {
+    start_with(client, identity, lease, Vec::new(), None)
+}
+
+fn start_with(
+    client: Client,
+    identity: &str,
+    lease: Option<LeaseConfig>,
+    namespaces: Vec<String>,
+    metrics_addr: Option<std::net::SocketAddr>,
+) -> Running {
     let metrics = Metrics::default();
     let config = ControllerConfig {
         client,
-        namespaces: Vec::new(),
+        namespaces,
         server_selector: None,
         build: BuildContext::default(),
         lease,
-        metrics_addr: None,
+        metrics_addr,
         concurrency: 8,
         crd_wait: Duration::from_secs(5),
         instance: identity.into(),
@@ -585,6 +595,22 @@ async fn writes_per_new_server_and_none_after_restart() {
     restarted.stop().await.unwrap();
 }
 
+async fn wait_for_lease_holder(api: &ApiServer, identity: &str) {
+    let holder = json!(identity);
+    api.wait_until(&format!("{identity} holds the lease"), WAIT, |s| {
+        s.get(
+            "coordination.k8s.io/v1",
+            "Lease",
+            "mcp-operator",
+            "mcp-operator-leader",
+        )
+        .and_then(|l| l.pointer("/spec/holderIdentity").cloned())
+            == Some(holder.clone())
+    })
+    .await
+    .unwrap();
+}
+
 fn lease(identity: &str) -> LeaseConfig {
     LeaseConfig {
         namespace: "mcp-operator".into(),
@@ -604,18 +630,7 @@ async fn only_the_leader_writes_and_a_follower_takes_over() {
         "replica-a",
         Some(lease("replica-a")),
     );
-    api.wait_until("replica-a holds the lease", WAIT, |s| {
-        s.get(
-            "coordination.k8s.io/v1",
-            "Lease",
-            "mcp-operator",
-            "mcp-operator-leader",
-        )
-        .and_then(|l| l.pointer("/spec/holderIdentity").cloned())
-            == Some(json!("replica-a"))
-    })
-    .await
-    .unwrap();
+    wait_for_lease_holder(&api, "replica-a").await;
     let b = start(
         api.client("replica-b").unwrap(),
         "replica-b",
@@ -659,18 +674,7 @@ async fn a_replica_that_loses_its_lease_stops() {
         "replica-a",
         Some(lease("replica-a")),
     );
-    api.wait_until("replica-a holds the lease", WAIT, |s| {
-        s.get(
-            "coordination.k8s.io/v1",
-            "Lease",
-            "mcp-operator",
-            "mcp-operator-leader",
-        )
-        .and_then(|l| l.pointer("/spec/holderIdentity").cloned())
-            == Some(json!("replica-a"))
-    })
-    .await
-    .unwrap();
+    wait_for_lease_holder(&api, "replica-a").await;
     // Someone else takes the lease (as after a network partition).
     api.merge_patch(
         "coordination.k8s.io/v1",
@@ -826,4 +830,107 @@ async fn portable_scenarios_on_a_real_cluster() {
     for ns in &names {
         let _ = namespaces.delete(ns, &DeleteParams::default()).await;
     }
+}
+
+/// GET `path` from the controller's health and metrics endpoint.
+async fn http_get(port: u16, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    (code, body)
+}
+
+#[tokio::test]
+async fn health_and_metrics_endpoint() {
+    let api = double().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let controller = start_with(
+        api.client("controller").unwrap(),
+        "c",
+        None,
+        Vec::new(),
+        Some(addr),
+    );
+    let servers: Api<MCPServer> = Api::namespaced(api.client("user").unwrap(), "tools");
+    servers
+        .create(
+            &PostParams::default(),
+            &mcp_server("observed", json!({"image": "example/o:1"})),
+        )
+        .await
+        .unwrap();
+    wait_settled(&servers, "observed", true).await;
+    assert_eq!(http_get(port, "/healthz").await.0, 200);
+    assert_eq!(http_get(port, "/readyz").await.0, 200);
+    let (code, metrics) = http_get(port, "/metrics").await;
+    assert_eq!(code, 200);
+    for name in [
+        "mcp_operator_reconciles_total",
+        "mcp_operator_reconcile_duration_seconds_bucket",
+        "mcp_operator_status_writes_total 1",
+        "mcp_operator_managed_servers 1",
+        "mcp_operator_child_writes_total{kind=\"Deployment\"} 1",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from:\n{metrics}");
+    }
+    controller.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_namespace_scoped_controller_leaves_other_namespaces_alone() {
+    let api = double().await;
+    let controller = start_with(
+        api.client("controller").unwrap(),
+        "c",
+        None,
+        vec!["team-a".into()],
+        None,
+    );
+    let user = api.client("user").unwrap();
+    let team_a: Api<MCPServer> = Api::namespaced(user.clone(), "team-a");
+    let team_b: Api<MCPServer> = Api::namespaced(user.clone(), "team-b");
+    team_b
+        .create(
+            &PostParams::default(),
+            &mcp_server("other", json!({"image": "example/o:1"})),
+        )
+        .await
+        .unwrap();
+    team_a
+        .create(
+            &PostParams::default(),
+            &mcp_server("mine", json!({"image": "example/m:1"})),
+        )
+        .await
+        .unwrap();
+    wait_settled(&team_a, "mine", true).await;
+    assert!(
+        api.get("apps/v1", "Deployment", "team-b", "other")
+            .is_none(),
+        "team-b is another shard's"
+    );
+    assert!(team_b.get("other").await.unwrap().status.is_none());
+    controller.stop().await.unwrap();
 }

@@ -208,6 +208,10 @@ where
     }
 }
 
+/// Objects per page of the initial lists: smaller pages keep the start-up peak of memory low
+/// at a few more requests.
+const LIST_PAGE_SIZE: u32 = 100;
+
 /// Annotation `kubectl apply` (client-side) stores a whole copy of the object in.
 const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
@@ -338,13 +342,16 @@ fn scope_controller(
     shutdown: future::Shared<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
 ) -> (impl Future<Output = ()>, Store<GuardedServer>) {
     let client = config.client.clone();
-    let mut server_config = watcher::Config::default().any_semantic();
+    let mut server_config = watcher::Config::default()
+        .any_semantic()
+        .page_size(LIST_PAGE_SIZE);
     if let Some(selector) = &config.server_selector {
         server_config = server_config.labels(selector);
     }
     let children_config = watcher::Config::default()
         .labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"))
-        .any_semantic();
+        .any_semantic()
+        .page_size(LIST_PAGE_SIZE);
     let (triggers, trigger_stream) = mpsc::unbounded::<ObjectRef<GuardedServer>>();
     let mut tasks: Vec<JoinHandle<()>> = Vec::new();
 

@@ -340,20 +340,7 @@ impl Store {
             .get(&key)
             .cloned()
             .ok_or_else(|| not_found(rt, name))?;
-        if let Some(expected) = object
-            .pointer("/metadata/resourceVersion")
-            .and_then(Value::as_str)
-            && expected
-                != old
-                    .pointer("/metadata/resourceVersion")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-        {
-            return Err(ApiError::Conflict(format!(
-                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
-                rt.plural
-            )));
-        }
+        check_resource_version(rt, name, &object, &old)?;
         self.write(rt, key, old, object, part)
     }
 
@@ -419,21 +406,9 @@ impl Store {
                 new
             }
         };
-        if let Some(expected) = new
-            .pointer("/metadata/resourceVersion")
-            .and_then(Value::as_str)
-            && kind != (PatchKind::Apply { force: true })
-            && kind != (PatchKind::Apply { force: false })
-            && expected
-                != old
-                    .pointer("/metadata/resourceVersion")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-        {
-            return Err(ApiError::Conflict(format!(
-                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified",
-                rt.plural
-            )));
+        // An apply carries no precondition; other patches may name a resourceVersion.
+        if !matches!(kind, PatchKind::Apply { .. }) {
+            check_resource_version(rt, name, &new, &old)?;
         }
         self.write(rt, key, old, new, part)
     }
@@ -744,6 +719,29 @@ impl Store {
     pub fn count(&self, rt: &ResourceType) -> usize {
         let id = rt.id();
         self.objects.keys().filter(|k| k.resource == id).count()
+    }
+}
+
+/// A `metadata.resourceVersion` in a write must be the stored one (optimistic concurrency).
+fn check_resource_version(
+    rt: &ResourceType,
+    name: &str,
+    requested: &Value,
+    stored: &Value,
+) -> Result<(), ApiError> {
+    let version = |o: &Value| {
+        o.pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    match version(requested) {
+        Some(expected) if Some(&expected) != version(stored).as_ref() => {
+            Err(ApiError::Conflict(format!(
+                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                rt.plural
+            )))
+        }
+        _ => Ok(()),
     }
 }
 
