@@ -14,6 +14,11 @@ use mcp_operator::controller::{self, ControllerConfig, ControllerError};
 use mcp_operator::offline::{self, OutputFormat};
 use mcp_operator::telemetry::{self, LogFormat};
 
+/// jemalloc: with tens of thousands of small cached objects, glibc's per-thread arenas keep
+/// much more memory resident (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "mcp-operator",
