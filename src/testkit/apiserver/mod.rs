@@ -401,7 +401,7 @@ impl ApiServer {
     }
 }
 
-fn mark_rolled_out(shared: &Shared, rt: &registry::ResourceType, deployment: &Value) {
+fn mark_rolled_out(shared: &Shared, rt: &Arc<registry::ResourceType>, deployment: &Value) {
     let generation = deployment
         .pointer("/metadata/generation")
         .and_then(Value::as_i64)
@@ -437,19 +437,9 @@ fn mark_rolled_out(shared: &Shared, rt: &registry::ResourceType, deployment: &Va
             {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable", "message": "ReplicaSet has successfully progressed."}
         ]
     }});
-    let rt = Arc::new(registry::ResourceType {
-        group: rt.group.clone(),
-        version: rt.version.clone(),
-        plural: rt.plural.clone(),
-        kind: rt.kind.clone(),
-        namespaced: rt.namespaced,
-        status_subresource: rt.status_subresource,
-        scale: rt.scale.clone(),
-        schema: None,
-    });
     // The Deployment may be gone or changed meanwhile; the next event retries.
     let _ = shared.store().patch(
-        &rt,
+        rt,
         &namespace,
         &name,
         PatchKind::Merge,
