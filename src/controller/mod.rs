@@ -239,6 +239,18 @@ fn server_trigger(server: &GuardedServer) -> Option<u64> {
     Some(hasher.finish())
 }
 
+/// A tick every `period`, the first one `period` from now.
+fn periodic(period: Duration) -> impl futures::Stream<Item = ()> + Send {
+    let start = tokio::time::Instant::now() + period;
+    futures::stream::unfold(
+        tokio::time::interval_at(start, period),
+        |mut interval| async move {
+            interval.tick().await;
+            Some(((), interval))
+        },
+    )
+}
+
 /// Drive a watcher into a cache in its own task, so caches keep up whatever the controller's
 /// pace, and send the servers each change affects to `triggers`.
 fn drive<K, S>(
@@ -503,6 +515,7 @@ fn scope_controller(
         Controller::for_stream(server_stream, server_store)
             .with_config(ControllerRuntimeConfig::default().concurrency(concurrency))
             .reconcile_on(trigger_stream)
+            .reconcile_all_on(periodic(reconcile::RESYNC_PERIOD))
             .graceful_shutdown_on(shutdown)
             .run(reconcile::reconcile, error_policy, context)
             .for_each(|result| {

@@ -27,8 +27,9 @@ use super::index::digest;
 use super::status::{self, RolloutState, StatusInput};
 use super::{Error, GuardedServer};
 
-/// Requeue of a healthy server: a safety net, the watches do the real work.
-const RESYNC_PERIOD: Duration = Duration::from_secs(3600);
+/// How often every server is reconciled regardless of events: a safety net, the watches do
+/// the real work.
+pub const RESYNC_PERIOD: Duration = Duration::from_secs(3600);
 /// Requeue when the status was held back waiting for the rollout to show in the cache.
 const ROLLOUT_STATUS_FALLBACK: Duration = Duration::from_secs(6);
 /// Requeue while a rollout is in progress.
@@ -246,7 +247,9 @@ async fn reconcile_inner(
     Ok(if rollout_unknown {
         Action::requeue(ROLLOUT_STATUS_FALLBACK)
     } else if complete {
-        Action::requeue(RESYNC_PERIOD)
+        // The hourly safety net is one controller-wide trigger (`RESYNC_PERIOD`), not a timer
+        // per server: that would hold scheduler state for every Ready server.
+        Action::await_change()
     } else {
         Action::requeue(ROLLOUT_RECHECK)
     })
