@@ -71,11 +71,22 @@ fn start_with(
     namespaces: Vec<String>,
     metrics_addr: Option<std::net::SocketAddr>,
 ) -> Running {
+    start_sharded(client, identity, lease, namespaces, metrics_addr, None)
+}
+
+fn start_sharded(
+    client: Client,
+    identity: &str,
+    lease: Option<LeaseConfig>,
+    namespaces: Vec<String>,
+    metrics_addr: Option<std::net::SocketAddr>,
+    server_selector: Option<String>,
+) -> Running {
     let metrics = Metrics::default();
     let config = ControllerConfig {
         client,
         namespaces,
-        server_selector: None,
+        server_selector,
         build: BuildContext::default(),
         lease,
         metrics_addr,
@@ -932,5 +943,37 @@ async fn a_namespace_scoped_controller_leaves_other_namespaces_alone() {
         "team-b is another shard's"
     );
     assert!(team_b.get("other").await.unwrap().status.is_none());
+    controller.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_label_sharded_controller_manages_only_its_shard() {
+    let api = double().await;
+    let controller = start_sharded(
+        api.client("controller").unwrap(),
+        "c",
+        None,
+        Vec::new(),
+        None,
+        Some("shard=a".into()),
+    );
+    let servers: Api<MCPServer> = Api::namespaced(api.client("user").unwrap(), "tools");
+    let labelled = |name: &str, shard: &str| -> MCPServer {
+        serde_json::from_value(json!({"apiVersion": API_VERSION, "kind": "MCPServer", "metadata": {"name": name, "labels": {"shard": shard}}, "spec": {"image": "example/s:1"}})).unwrap()
+    };
+    servers
+        .create(&PostParams::default(), &labelled("in-b", "b"))
+        .await
+        .unwrap();
+    servers
+        .create(&PostParams::default(), &labelled("in-a", "a"))
+        .await
+        .unwrap();
+    wait_settled(&servers, "in-a", true).await;
+    assert!(
+        api.get("apps/v1", "Deployment", "tools", "in-b").is_none(),
+        "shard b belongs to another instance"
+    );
+    assert!(servers.get("in-b").await.unwrap().status.is_none());
     controller.stop().await.unwrap();
 }
