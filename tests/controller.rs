@@ -518,44 +518,41 @@ async fn scenario_invalid_spec(client: Client, ns: &str) {
 
 // ---- Against the in-process API server. ----
 
-#[tokio::test]
-async fn create_update_and_delete() {
+/// Run a portable scenario against a fresh API server double with a controller running.
+async fn on_double<F, Fut>(scenario: F)
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let api = double().await;
     let controller = start(api.client("controller").unwrap(), "c", None);
-    scenario_create_update_delete(api.client("user").unwrap(), "tools", true).await;
+    scenario(api.client("user").unwrap()).await;
     controller.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn create_update_and_delete() {
+    on_double(|client| scenario_create_update_delete(client, "tools", true)).await;
 }
 
 #[tokio::test]
 async fn drift_is_repaired() {
-    let api = double().await;
-    let controller = start(api.client("controller").unwrap(), "c", None);
-    scenario_drift_is_repaired(api.client("user").unwrap(), "tools").await;
-    controller.stop().await.unwrap();
+    on_double(|client| scenario_drift_is_repaired(client, "tools")).await;
 }
 
 #[tokio::test]
 async fn autoscaling_removed_deletes_hpa_and_pdb() {
-    let api = double().await;
-    let controller = start(api.client("controller").unwrap(), "c", None);
-    scenario_autoscaling_removed(api.client("user").unwrap(), "tools").await;
-    controller.stop().await.unwrap();
+    on_double(|client| scenario_autoscaling_removed(client, "tools")).await;
 }
 
 #[tokio::test]
 async fn policy_and_prompt_changes_reach_exactly_the_affected_servers() {
-    let api = double().await;
-    let controller = start(api.client("controller").unwrap(), "c", None);
-    scenario_policy_and_prompt_changes(api.client("user").unwrap(), "prod-a", "dev-b").await;
-    controller.stop().await.unwrap();
+    on_double(|client| scenario_policy_and_prompt_changes(client, "prod-a", "dev-b")).await;
 }
 
 #[tokio::test]
 async fn invalid_spec_waits_with_status_and_event() {
-    let api = double().await;
-    let controller = start(api.client("controller").unwrap(), "c", None);
-    scenario_invalid_spec(api.client("user").unwrap(), "tools").await;
-    controller.stop().await.unwrap();
+    on_double(|client| scenario_invalid_spec(client, "tools")).await;
 }
 
 #[tokio::test]

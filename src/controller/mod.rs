@@ -550,7 +550,8 @@ pub fn servers_affected_by_policy(
 ) -> Vec<ObjectRef<GuardedServer>> {
     let name = policy.name_any();
     valid_servers(servers)
-        .filter(|s| {
+        .filter(|g| {
+            let Some(s) = server_of(g) else { return false };
             let ns = s.namespace().unwrap_or_default();
             let mut labels = namespaces
                 .get(&ObjectRef::new(&ns))
@@ -562,7 +563,7 @@ pub fn servers_affected_by_policy(
                     .as_ref()
                     .is_some_and(|st| st.policies.iter().any(|p| p.name == name))
         })
-        .map(|s| server_ref(&s))
+        .map(|g| ObjectRef::from_obj(g.as_ref()))
         .collect()
 }
 
@@ -573,11 +574,13 @@ pub fn servers_using_prompt(
 ) -> Vec<ObjectRef<GuardedServer>> {
     let namespace = version.namespace();
     valid_servers(servers)
-        .filter(|s| {
-            s.namespace() == namespace
-                && s.spec.prompts.iter().any(|p| p.name == version.spec.prompt)
+        .filter(|g| {
+            server_of(g).is_some_and(|s| {
+                s.namespace() == namespace
+                    && s.spec.prompts.iter().any(|p| p.name == version.spec.prompt)
+            })
         })
-        .map(|s| server_ref(&s))
+        .map(|g| ObjectRef::from_obj(g.as_ref()))
         .collect()
 }
 
@@ -594,15 +597,13 @@ fn servers_in_namespace(
 }
 
 /// The servers of a cache that deserialized.
-fn valid_servers(servers: &Store<GuardedServer>) -> impl Iterator<Item = MCPServer> {
-    servers
-        .state()
-        .into_iter()
-        .filter_map(|g| g.0.as_ref().ok().cloned())
+fn valid_servers(servers: &Store<GuardedServer>) -> impl Iterator<Item = Arc<GuardedServer>> {
+    servers.state().into_iter().filter(|g| g.0.is_ok())
 }
 
-fn server_ref(server: &MCPServer) -> ObjectRef<GuardedServer> {
-    ObjectRef::new(&server.name_any()).within(&server.namespace().unwrap_or_default())
+/// The server inside a cache entry [`valid_servers`] returned.
+fn server_of(guarded: &GuardedServer) -> Option<&MCPServer> {
+    guarded.0.as_ref().ok()
 }
 
 async fn check_reachable(client: &Client) -> Result<(), ControllerError> {

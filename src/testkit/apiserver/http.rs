@@ -323,6 +323,15 @@ fn part_of(target: &Target) -> Part {
     }
 }
 
+/// The `labelSelector` and `fieldSelector` of a list or watch.
+fn selectors(query: &BTreeMap<String, String>) -> Result<(LabelFilter, FieldFilter), ApiError> {
+    let param = |name: &str| query.get(name).map(String::as_str).unwrap_or_default();
+    Ok((
+        LabelFilter::parse(param("labelSelector"))?,
+        FieldFilter::parse(param("fieldSelector"))?,
+    ))
+}
+
 fn get(shared: &Shared, target: &Target) -> Result<Value, ApiError> {
     let name = target.name.as_deref().unwrap_or_default();
     let namespace = target.namespace.as_deref().unwrap_or_default();
@@ -338,18 +347,7 @@ fn list(
     target: &Target,
     query: &BTreeMap<String, String>,
 ) -> Result<Value, ApiError> {
-    let labels = LabelFilter::parse(
-        query
-            .get("labelSelector")
-            .map(String::as_str)
-            .unwrap_or_default(),
-    )?;
-    let fields = FieldFilter::parse(
-        query
-            .get("fieldSelector")
-            .map(String::as_str)
-            .unwrap_or_default(),
-    )?;
+    let (labels, fields) = selectors(query)?;
     let limit = query
         .get("limit")
         .and_then(|l| l.parse().ok())
@@ -470,22 +468,8 @@ fn set_path(object: &mut Value, path: &[String], value: Value) {
 /// A watch: replay from the requested resource version, then live events, bookmarks, and the
 /// injected stream drops. Ends at `timeoutSeconds`, on a lagging fan-out, or when the client goes.
 fn watch(shared: Arc<Shared>, target: Target, query: &BTreeMap<String, String>) -> Response {
-    let labels = match LabelFilter::parse(
-        query
-            .get("labelSelector")
-            .map(String::as_str)
-            .unwrap_or_default(),
-    ) {
-        Ok(l) => l,
-        Err(e) => return error_response(&e),
-    };
-    let fields = match FieldFilter::parse(
-        query
-            .get("fieldSelector")
-            .map(String::as_str)
-            .unwrap_or_default(),
-    ) {
-        Ok(f) => f,
+    let (labels, fields) = match selectors(query) {
+        Ok(parsed) => parsed,
         Err(e) => return error_response(&e),
     };
     let bookmarks = query
