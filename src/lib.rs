@@ -5,6 +5,7 @@
 //! - [`builders`]: pure desired-state builders (use `api`);
 //! - [`validation`]: admitting manifests as the API server would, plus Rust-side checks (uses `api`);
 //! - [`offline`]: reading manifest files and `render` (uses `api`, `validation`, `builders`);
+//! - [`gateway`]: the MCP gateway, pure parts apart from its HTTP layer (uses `api`, `builders`);
 //! - [`crdgen`]: the CRD files and the stdio wrapper's self-install;
 //! - `main.rs`: the CLI, which only parses flags and wires the parts.
 
@@ -14,6 +15,7 @@ pub mod api;
 pub mod builders;
 pub mod controller;
 pub mod crdgen;
+pub mod gateway;
 pub mod offline;
 pub mod telemetry;
 #[cfg(feature = "testkit")]

@@ -58,6 +58,8 @@ enum Command {
     },
     /// Run the reconcile loops against a cluster (leader-elected, so two replicas are safe).
     Controller(ControllerArgs),
+    /// Run the MCP gateway in front of one server (sidecar, stdio wrapper, or on a laptop).
+    Gateway(GatewayArgs),
     /// Copy this binary into DIR (the init container of stdio servers runs this).
     InstallGateway {
         /// Destination directory.
@@ -106,10 +108,45 @@ struct ControllerArgs {
     log_format: LogFormat,
 }
 
+#[derive(clap::Args)]
+struct GatewayArgs {
+    /// The gateway configuration document (what the operator renders into the gateway ConfigMap).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address MCP clients connect to (overrides `listen`).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Address of /healthz, /readyz, /metrics and /inventory (overrides `adminListen`).
+    #[arg(long, value_name = "ADDR")]
+    admin_listen: Option<String>,
+    /// URL of a streamable-HTTP MCP server to front (overrides `upstream`).
+    #[arg(long, value_name = "URL")]
+    upstream: Option<String>,
+    /// Listen on a non-loopback address although no authentication is configured.
+    #[arg(long)]
+    allow_unauthenticated: bool,
+    /// Longest wait for the server to start answering a request, in seconds.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    upstream_timeout_seconds: u64,
+    /// Append audit lines to this file instead of standard output.
+    #[arg(long, value_name = "PATH")]
+    audit_log: Option<PathBuf>,
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Spawn the stdio MCP server given after `--` and bridge it to streamable HTTP.
+    #[arg(long, requires = "command")]
+    stdio: bool,
+    /// The stdio server's program and arguments (`--stdio -- PROGRAM ARGS...`).
+    #[arg(last = true, value_name = "COMMAND", requires = "stdio")]
+    command: Vec<String>,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Controller(args) => run_async(controller(args)),
+        Command::Gateway(args) => run_async(gateway(args)),
         Command::Crdgen { out_dir } => finish(mcp_operator::crdgen::run(out_dir.as_deref()), 1),
         Command::Render {
             files,
@@ -253,6 +290,24 @@ async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+async fn gateway(args: GatewayArgs) -> Result<(), String> {
+    let _telemetry =
+        telemetry::init("mcp-operator-gateway", args.log_format).map_err(|e| e.to_string())?;
+    let options = mcp_operator::gateway::GatewayOptions {
+        config: args.config,
+        listen: args.listen,
+        admin_listen: args.admin_listen,
+        upstream: args.upstream,
+        stdio: if args.stdio { args.command } else { Vec::new() },
+        allow_unauthenticated: args.allow_unauthenticated,
+        upstream_timeout: Duration::from_secs(args.upstream_timeout_seconds),
+        audit_log: args.audit_log,
+    };
+    mcp_operator::gateway::run(options, shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
 }
 
 fn finish<E: std::fmt::Display>(result: Result<Option<String>, E>, code: u8) -> ExitCode {

@@ -91,6 +91,10 @@ pub fn init(service: &'static str, format: LogFormat) -> Result<Telemetry, Telem
     let otel = provider
         .as_ref()
         .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service)));
+    // W3C trace context in and out, whether or not spans are exported.
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
     tracing_subscriber::registry()
         .with(filter)
         .with(fmt)

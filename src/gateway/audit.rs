@@ -1,0 +1,174 @@
+//! The audit log: one JSON line per `tools/call`, `prompts/get` and `resources/read`, each carrying
+//! the SHA-256 of the line before it, so a removed, inserted or edited line breaks the chain.
+//! Tokens and raw arguments never appear: session ids and arguments are hashed.
+
+use std::io::Write;
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+use super::inventory::sha256_hex;
+
+/// `prev` of the first line.
+pub const CHAIN_START: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// One audited request.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditRecord {
+    /// RFC 3339 time the request arrived.
+    pub time: String,
+    /// `namespace/name` of the server.
+    pub server: String,
+    /// JSON-RPC method.
+    pub method: String,
+    /// Token subject, empty when unauthenticated.
+    pub subject: String,
+    /// OAuth client id, when the token names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// SHA-256 of the session id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    /// Tool, prompt or resource named.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// SHA-256 of the tool's definition, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_sha256: Option<String>,
+    /// SHA-256 of the canonical JSON of the arguments.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arguments_sha256: Option<String>,
+    /// `allow`, `deny`, `invalid`, `rate_limited` or `error`.
+    pub decision: &'static str,
+    /// What decided (`authorization.rules[N]`, `defaultDeny`, `inputSchema`, ...).
+    pub decided_by: String,
+    /// Milliseconds from arrival to the end of the answer.
+    pub latency_ms: f64,
+    /// W3C trace id, when the request is traced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    #[serde(flatten)]
+    record: &'a AuditRecord,
+    prev: &'a str,
+}
+
+struct Chain {
+    sink: Box<dyn Write + Send>,
+    prev: String,
+}
+
+/// Writes chained audit lines to a sink (standard output in the gateway).
+pub struct AuditLog {
+    chain: Mutex<Chain>,
+}
+
+impl AuditLog {
+    /// A log writing to `sink`.
+    pub fn new(sink: Box<dyn Write + Send>) -> Self {
+        Self {
+            chain: Mutex::new(Chain {
+                sink,
+                prev: CHAIN_START.to_owned(),
+            }),
+        }
+    }
+
+    /// Append one record. A failing sink is reported, never fatal to the request.
+    pub fn append(&self, record: &AuditRecord) {
+        let Ok(mut chain) = self.chain.lock() else {
+            return;
+        };
+        let line = match serde_json::to_string(&Line {
+            record,
+            prev: &chain.prev,
+        }) {
+            Ok(line) => line,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot serialise an audit record");
+                return;
+            }
+        };
+        let hash = sha256_hex(line.as_bytes());
+        let written = chain
+            .sink
+            .write_all(line.as_bytes())
+            .and_then(|()| chain.sink.write_all(b"\n"))
+            .and_then(|()| chain.sink.flush());
+        if let Err(e) = written {
+            tracing::error!(error = %e, "cannot write the audit log");
+        }
+        chain.prev = hash;
+    }
+}
+
+/// Check a chain of audit lines; the index of the first line whose `prev` does not match.
+pub fn verify_chain<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<usize, usize> {
+    let mut prev = CHAIN_START.to_owned();
+    let mut count = 0;
+    for (index, line) in lines.into_iter().enumerate() {
+        let value: serde_json::Value = serde_json::from_str(line).map_err(|_| index)?;
+        if value.get("prev").and_then(|p| p.as_str()) != Some(prev.as_str()) {
+            return Err(index);
+        }
+        prev = sha256_hex(line.as_bytes());
+        count += 1;
+    }
+    Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn record(n: u32) -> AuditRecord {
+        AuditRecord {
+            time: "2026-01-01T00:00:00Z".into(),
+            server: "tools/github".into(),
+            method: "tools/call".into(),
+            subject: format!("user-{n}"),
+            client_id: None,
+            session: None,
+            target: Some("echo".into()),
+            tool_sha256: None,
+            arguments_sha256: None,
+            decision: "allow",
+            decided_by: "defaultAllow".into(),
+            latency_ms: 1.0,
+            trace_id: None,
+        }
+    }
+
+    #[test]
+    fn the_chain_detects_edits_removals_and_insertions() {
+        let buffer = Shared::default();
+        let log = AuditLog::new(Box::new(buffer.clone()));
+        for n in 0..4 {
+            log.append(&record(n));
+        }
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(verify_chain(lines.iter().copied()), Ok(4));
+        let edited = lines[1].replace("user-1", "user-9");
+        let tampered = [lines[0], edited.as_str(), lines[2], lines[3]];
+        assert_eq!(verify_chain(tampered), Err(2));
+        assert_eq!(verify_chain([lines[0], lines[2], lines[3]]), Err(1));
+    }
+}

@@ -1,0 +1,258 @@
+//! The upstream's live tool list: each definition with its SHA-256 over the RFC 8785 canonical
+//! JSON, its compiled input schema, and the view served on the admin port.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::access::{AccessPolicy, Principal};
+
+/// One tool as the upstream defines it.
+pub struct ToolRecord {
+    /// Tool name.
+    pub name: String,
+    /// The whole definition, as listed.
+    pub definition: Value,
+    /// Hex SHA-256 of the canonical (RFC 8785) JSON of `definition`.
+    pub sha256: String,
+    /// The compiled `inputSchema`, or why it does not compile.
+    validator: Result<jsonschema::Validator, String>,
+}
+
+/// Hex SHA-256 over the RFC 8785 canonical form of a JSON value.
+pub fn definition_hash(definition: &Value) -> String {
+    let canonical = serde_json_canonicalizer::to_vec(definition).unwrap_or_default();
+    hex(&Sha256::digest(&canonical))
+}
+
+/// Hex SHA-256 of some bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        let _ = write!(out, "{byte:02x}");
+    }
+    out
+}
+
+/// Why arguments are refused.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ArgumentError {
+    /// JSON pointer to the offending argument (`/path`), empty for the whole object.
+    pub pointer: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for ArgumentError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.pointer.is_empty() {
+            write!(f, "arguments: {}", self.message)
+        } else {
+            write!(f, "argument {}: {}", self.pointer, self.message)
+        }
+    }
+}
+
+impl ToolRecord {
+    /// Build from one entry of a `tools/list` result; `None` when it has no name.
+    pub fn new(definition: Value) -> Option<Self> {
+        let name = definition.get("name")?.as_str()?.to_owned();
+        let sha256 = definition_hash(&definition);
+        let validator = match definition.get("inputSchema") {
+            Some(schema) => jsonschema::validator_for(schema).map_err(|e| e.to_string()),
+            None => Err("the tool has no inputSchema".to_owned()),
+        };
+        Some(Self {
+            name,
+            definition,
+            sha256,
+            validator,
+        })
+    }
+
+    /// Check `tools/call` arguments against the tool's input schema.
+    pub fn check_arguments(&self, arguments: Option<&Value>) -> Result<(), ArgumentError> {
+        let empty = json!({});
+        let arguments = arguments.unwrap_or(&empty);
+        let validator = self.validator.as_ref().map_err(|message| ArgumentError {
+            pointer: String::new(),
+            message: format!("the tool's inputSchema is unusable ({message})"),
+        })?;
+        match validator.iter_errors(arguments).next() {
+            None => Ok(()),
+            Some(error) => Err(ArgumentError {
+                pointer: error.instance_path().to_string(),
+                message: error.to_string(),
+            }),
+        }
+    }
+}
+
+/// A snapshot of the upstream's tools and identity.
+#[derive(Default)]
+pub struct Inventory {
+    /// Tools by name.
+    pub tools: BTreeMap<String, Arc<ToolRecord>>,
+    /// `serverInfo` from the upstream's initialize result.
+    pub server_info: Option<Value>,
+    /// Protocol version the upstream agreed to.
+    pub protocol_version: Option<String>,
+    /// When the list was fetched.
+    pub refreshed_at: Option<SystemTime>,
+    /// Why the last refresh failed, if it did.
+    pub last_error: Option<String>,
+}
+
+/// The admin view of the inventory.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InventoryView<'a> {
+    server_info: Option<&'a Value>,
+    protocol_version: Option<&'a str>,
+    refreshed_at: Option<String>,
+    last_error: Option<&'a str>,
+    tools: Vec<ToolView<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ToolView<'a> {
+    name: &'a str,
+    sha256: &'a str,
+    hidden: bool,
+    definition: &'a Value,
+}
+
+impl Inventory {
+    /// Replace the tools with a freshly listed set.
+    pub fn replace_tools(&mut self, definitions: Vec<Value>) {
+        self.tools = definitions
+            .into_iter()
+            .filter_map(ToolRecord::new)
+            .map(|t| (t.name.clone(), Arc::new(t)))
+            .collect();
+        self.refreshed_at = Some(SystemTime::now());
+        self.last_error = None;
+    }
+
+    /// The JSON served on the admin port.
+    pub fn view<'a>(&'a self, policy: &AccessPolicy) -> InventoryView<'a> {
+        InventoryView {
+            server_info: self.server_info.as_ref(),
+            protocol_version: self.protocol_version.as_deref(),
+            refreshed_at: self.refreshed_at.map(rfc3339),
+            last_error: self.last_error.as_deref(),
+            tools: self
+                .tools
+                .values()
+                .map(|t| ToolView {
+                    name: &t.name,
+                    sha256: &t.sha256,
+                    hidden: policy.is_hidden(&t.name),
+                    definition: &t.definition,
+                })
+                .collect(),
+        }
+    }
+}
+
+fn rfc3339(at: SystemTime) -> String {
+    let seconds = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    k8s_openapi::jiff::Timestamp::from_second(seconds)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+/// Remove from a `tools/list` result the tools `principal` may not call. Cursors pass through
+/// untouched, so pagination stays the upstream's (a page may come back shorter, even empty).
+/// Returns how many tools were removed.
+pub fn filter_tools_result(
+    result: &mut Value,
+    policy: &AccessPolicy,
+    principal: &Principal,
+) -> usize {
+    let Some(tools) = result.get_mut("tools").and_then(Value::as_array_mut) else {
+        return 0;
+    };
+    let before = tools.len();
+    tools.retain(|tool| {
+        tool.get("name")
+            .and_then(Value::as_str)
+            .is_some_and(|name| policy.decide(principal, name).allowed)
+    });
+    before - tools.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::gateway_config::{GatewayAuthorization, GatewayTools};
+
+    #[test]
+    fn hash_ignores_key_order_and_whitespace() {
+        let a = json!({"name": "echo", "inputSchema": {"type": "object", "properties": {}}});
+        let b: Value = serde_json::from_str(
+            r#"{ "inputSchema" : {"properties":{},"type":"object"}, "name":"echo" }"#,
+        )
+        .unwrap();
+        assert_eq!(definition_hash(&a), definition_hash(&b));
+        let changed =
+            json!({"name": "echo", "description": "x", "inputSchema": {"type": "object"}});
+        assert_ne!(definition_hash(&a), definition_hash(&changed));
+        assert_eq!(definition_hash(&a).len(), 64);
+    }
+
+    #[test]
+    fn arguments_are_checked_against_the_input_schema() {
+        let tool = ToolRecord::new(json!({
+            "name": "add",
+            "inputSchema": {
+                "type": "object",
+                "properties": {"a": {"type": "number"}, "b": {"type": "number"}},
+                "required": ["a", "b"]
+            }
+        }))
+        .unwrap();
+        tool.check_arguments(Some(&json!({"a": 1, "b": 2})))
+            .unwrap();
+        let wrong = tool
+            .check_arguments(Some(&json!({"a": "one", "b": 2})))
+            .unwrap_err();
+        assert_eq!(wrong.pointer, "/a");
+        assert!(wrong.to_string().contains("argument /a"), "{wrong}");
+        let missing = tool.check_arguments(None).unwrap_err();
+        assert!(missing.message.contains("required"), "{missing}");
+    }
+
+    #[test]
+    fn filtering_keeps_cursor_and_allowed_tools() {
+        let policy = AccessPolicy::new(
+            &GatewayTools {
+                deny: vec!["secret_*".into()],
+                ..GatewayTools::default()
+            },
+            &GatewayAuthorization::default(),
+        )
+        .unwrap();
+        let mut result = json!({
+            "tools": [{"name": "echo"}, {"name": "secret_dump"}, {"nameless": true}],
+            "nextCursor": "abc"
+        });
+        let removed = filter_tools_result(&mut result, &policy, &Principal::anonymous());
+        assert_eq!(removed, 2);
+        assert_eq!(result["tools"], json!([{"name": "echo"}]));
+        assert_eq!(result["nextCursor"], "abc");
+    }
+}

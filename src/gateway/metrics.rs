@@ -1,0 +1,202 @@
+//! Gateway metrics, in the Prometheus text format on the admin port. Labels have bounded values.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `mcp_gateway_requests_total` | counter | `method`: an MCP method or `other`; `decision`: allow, deny, invalid, unauthenticated, rate_limited, error |
+//! | `mcp_gateway_request_duration_seconds` | histogram | `method` |
+//! | `mcp_gateway_upstream_errors_total` | counter | `kind`: unreachable, timeout, invalid, not_running |
+//! | `mcp_gateway_active_sessions` | gauge | |
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Metric names (counters get `_total` on exposition).
+pub const METRIC_REQUESTS: &str = "mcp_gateway_requests";
+pub const METRIC_REQUEST_DURATION: &str = "mcp_gateway_request_duration_seconds";
+pub const METRIC_UPSTREAM_ERRORS: &str = "mcp_gateway_upstream_errors";
+pub const METRIC_ACTIVE_SESSIONS: &str = "mcp_gateway_active_sessions";
+
+/// Decisions, as audit values and metric labels.
+pub mod decision {
+    /// Forwarded.
+    pub const ALLOW: &str = "allow";
+    /// Refused by an access rule.
+    pub const DENY: &str = "deny";
+    /// Refused as malformed or invalid.
+    pub const INVALID: &str = "invalid";
+    /// Refused for lack of a valid token.
+    pub const UNAUTHENTICATED: &str = "unauthenticated";
+    /// Refused by a rate limit.
+    pub const RATE_LIMITED: &str = "rate_limited";
+    /// The server could not be asked.
+    pub const ERROR: &str = "error";
+}
+
+/// Methods reported by name; any other is `other`, so a client cannot grow the label set.
+const KNOWN_METHODS: &[&str] = &[
+    "initialize",
+    "ping",
+    "tools/list",
+    "tools/call",
+    "prompts/list",
+    "prompts/get",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "completion/complete",
+    "logging/setLevel",
+    "server/discover",
+    "subscriptions/listen",
+    "notifications/initialized",
+    "notifications/cancelled",
+    "notifications/progress",
+    "notifications/roots/list_changed",
+];
+
+/// The bounded label value for a method.
+pub fn method_label(method: &str) -> &'static str {
+    KNOWN_METHODS
+        .iter()
+        .find(|m| **m == method)
+        .copied()
+        .unwrap_or("other")
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: &'static str,
+    decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabel {
+    method: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+/// The gateway's metrics and their registry.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    requests: Family<RequestLabels, Counter>,
+    duration: Family<MethodLabel, Histogram>,
+    upstream_errors: Family<KindLabel, Counter>,
+    /// Sessions currently open.
+    pub active_sessions: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Register every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let duration = Family::<MethodLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
+        let upstream_errors = Family::<KindLabel, Counter>::default();
+        let active_sessions = Gauge::default();
+        registry.register(
+            METRIC_REQUESTS,
+            "JSON-RPC messages by method and decision",
+            requests.clone(),
+        );
+        registry.register(
+            METRIC_REQUEST_DURATION,
+            "Time from request to the end of the answer",
+            duration.clone(),
+        );
+        registry.register(
+            METRIC_UPSTREAM_ERRORS,
+            "Failures to get an answer from the MCP server",
+            upstream_errors.clone(),
+        );
+        registry.register(
+            METRIC_ACTIVE_SESSIONS,
+            "Open MCP sessions",
+            active_sessions.clone(),
+        );
+        Self {
+            registry: Arc::new(registry),
+            requests,
+            duration,
+            upstream_errors,
+            active_sessions,
+        }
+    }
+
+    /// Count one message.
+    pub fn request(&self, method: &str, decision: &'static str) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                method: method_label(method),
+                decision,
+            })
+            .inc();
+    }
+
+    /// Observe how long a request took.
+    pub fn duration(&self, method: &str, elapsed: Duration) {
+        self.duration
+            .get_or_create(&MethodLabel {
+                method: method_label(method),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Count an upstream failure.
+    pub fn upstream_error(&self, kind: &'static str) {
+        self.upstream_errors
+            .get_or_create(&KindLabel { kind })
+            .inc();
+    }
+
+    /// The text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_methods_share_one_label() {
+        let metrics = Metrics::new();
+        metrics.request("tools/call", decision::ALLOW);
+        metrics.request("x/y", decision::INVALID);
+        metrics.request("z/w", decision::INVALID);
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"mcp_gateway_requests_total{method="tools/call",decision="allow"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"mcp_gateway_requests_total{method="other",decision="invalid"} 2"#),
+            "{text}"
+        );
+    }
+}

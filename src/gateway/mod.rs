@@ -1,0 +1,337 @@
+//! `mcp-operator gateway`: the MCP-aware proxy in front of every server. It speaks streamable
+//! HTTP to clients (both protocol eras), validates OAuth access tokens, lets each caller see and
+//! call only the tools its claims allow, validates input, limits rates, and leaves an audit line,
+//! a trace span and metrics for every request.
+//!
+//! Parts, each a plain module tested on its own: [`protocol`] (messages, eras, headers),
+//! [`auth`] (tokens, JWKS, metadata), [`access`] (per-tool rules), [`inventory`] (tool
+//! definitions and hashes), [`limits`] (token buckets), [`audit`] (hash-chained log),
+//! [`sessions`], [`metrics`], [`upstream`] (HTTP and stdio servers) and [`server`] (the HTTP
+//! handlers that call them in order).
+
+pub mod access;
+pub mod audit;
+pub mod auth;
+pub mod inventory;
+pub mod limits;
+pub mod metrics;
+pub mod protocol;
+pub mod server;
+pub mod sessions;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU8};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::common::Enforcement;
+use crate::api::gateway_config::{
+    DEFAULT_MAX_REQUEST_BYTES, GATEWAY_CONFIG_API_VERSION, GATEWAY_CONFIG_KIND,
+    GatewayAuthorization, GatewayConfig, GatewayLimits, GatewayTools, ServerIdentity,
+    Upstream as UpstreamConfig,
+};
+
+/// Default address clients connect to when no configuration file is given.
+pub const DEFAULT_LOCAL_LISTEN: &str = "127.0.0.1:8443";
+/// Default admin address when no configuration file is given.
+pub const DEFAULT_LOCAL_ADMIN_LISTEN: &str = "127.0.0.1:9090";
+/// How often the tool inventory is refreshed when nothing says it changed.
+pub const INVENTORY_REFRESH_PERIOD: Duration = Duration::from_secs(60);
+
+/// Command-line choices that override or replace the configuration file.
+#[derive(Clone, Debug, Default)]
+pub struct GatewayOptions {
+    /// The configuration document (as rendered into the gateway ConfigMap).
+    pub config: Option<PathBuf>,
+    /// Override `listen`.
+    pub listen: Option<String>,
+    /// Override `adminListen`.
+    pub admin_listen: Option<String>,
+    /// Override the upstream with a streamable-HTTP URL.
+    pub upstream: Option<String>,
+    /// Override the upstream with a stdio command.
+    pub stdio: Vec<String>,
+    /// Listen on a non-loopback address without authentication.
+    pub allow_unauthenticated: bool,
+    /// Longest wait for the server to start answering.
+    pub upstream_timeout: Duration,
+    /// Where audit lines go; `None` is standard output.
+    pub audit_log: Option<PathBuf>,
+}
+
+/// Why the gateway cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("cannot read {path}: {message}")]
+    Read { path: String, message: String },
+    #[error("{path}: {message}")]
+    Config { path: String, message: String },
+    #[error("no upstream: give --upstream URL, --stdio -- COMMAND, or --config FILE")]
+    NoUpstream,
+    #[error("--upstream and --stdio are mutually exclusive")]
+    TwoUpstreams,
+    #[error("{field}: {value:?} is not an address like 127.0.0.1:8443")]
+    Address { field: &'static str, value: String },
+    #[error(
+        "refusing to listen on {0} without authentication: anyone who can reach it could call every tool; \
+         configure authentication, listen on a loopback address, or pass --allow-unauthenticated"
+    )]
+    Unauthenticated(SocketAddr),
+    #[error("upstream URL {0:?} must be an http(s) URL")]
+    UpstreamUrl(String),
+    #[error(
+        "the legacy SSE upstream transport is not supported yet; run the server with streamable HTTP"
+    )]
+    SseUpstream,
+    #[error("{0}")]
+    Setup(String),
+    #[error("cannot listen on {address}: {message}")]
+    Bind {
+        address: SocketAddr,
+        message: String,
+    },
+}
+
+/// Read and check a configuration document.
+pub fn load_config(path: &Path) -> Result<GatewayConfig, GatewayError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| GatewayError::Read {
+        path: shown.clone(),
+        message: e.to_string(),
+    })?;
+    let config: GatewayConfig =
+        serde_saphyr::from_str(&text).map_err(|e| GatewayError::Config {
+            path: shown.clone(),
+            message: e.to_string(),
+        })?;
+    if config.api_version != GATEWAY_CONFIG_API_VERSION || config.kind != GATEWAY_CONFIG_KIND {
+        return Err(GatewayError::Config {
+            path: shown,
+            message: format!(
+                "expected apiVersion {GATEWAY_CONFIG_API_VERSION} and kind {GATEWAY_CONFIG_KIND}, found {} {}",
+                config.api_version, config.kind
+            ),
+        });
+    }
+    Ok(config)
+}
+
+/// A configuration for a developer's laptop: one local server, no authentication, no rules.
+pub fn local_config(listen: &str, upstream: UpstreamConfig) -> GatewayConfig {
+    GatewayConfig {
+        api_version: GATEWAY_CONFIG_API_VERSION.to_owned(),
+        kind: GATEWAY_CONFIG_KIND.to_owned(),
+        server: ServerIdentity {
+            namespace: "local".to_owned(),
+            name: "local".to_owned(),
+        },
+        listen: listen.to_owned(),
+        admin_listen: DEFAULT_LOCAL_ADMIN_LISTEN.to_owned(),
+        path: crate::builders::gateway::GATEWAY_PATH.to_owned(),
+        resource: format!("http://{listen}{}", crate::builders::gateway::GATEWAY_PATH),
+        upstream,
+        authentication: None,
+        authorization: GatewayAuthorization::default(),
+        tools: GatewayTools::default(),
+        limits: GatewayLimits {
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            rate_limit: None,
+        },
+        allowed_origins: Vec::new(),
+        enforcement: Enforcement::Audit,
+        prompts: Vec::new(),
+    }
+}
+
+/// The configuration the gateway runs with: the file (or a local default) with flags applied.
+pub fn effective_config(options: &GatewayOptions) -> Result<GatewayConfig, GatewayError> {
+    let override_upstream = match (&options.upstream, options.stdio.is_empty()) {
+        (Some(_), false) => return Err(GatewayError::TwoUpstreams),
+        (Some(url), true) => Some(UpstreamConfig::StreamableHttp { url: url.clone() }),
+        (None, false) => Some(UpstreamConfig::Stdio {
+            command: options.stdio.clone(),
+        }),
+        (None, true) => None,
+    };
+    let mut config = match &options.config {
+        Some(path) => load_config(path)?,
+        None => {
+            let listen = options.listen.as_deref().unwrap_or(DEFAULT_LOCAL_LISTEN);
+            local_config(
+                listen,
+                override_upstream.clone().ok_or(GatewayError::NoUpstream)?,
+            )
+        }
+    };
+    if let Some(upstream) = override_upstream {
+        config.upstream = upstream;
+    }
+    if let Some(listen) = &options.listen {
+        config.listen = listen.clone();
+    }
+    if let Some(admin) = &options.admin_listen {
+        config.admin_listen = admin.clone();
+    }
+    Ok(config)
+}
+
+fn address(field: &'static str, value: &str) -> Result<SocketAddr, GatewayError> {
+    value.parse().map_err(|_| GatewayError::Address {
+        field,
+        value: value.to_owned(),
+    })
+}
+
+/// Refuse to expose an unauthenticated gateway beyond loopback unless told to.
+pub fn check_exposure(
+    config: &GatewayConfig,
+    allow_unauthenticated: bool,
+) -> Result<(SocketAddr, SocketAddr), GatewayError> {
+    let listen = address("listen", &config.listen)?;
+    let admin = address("adminListen", &config.admin_listen)?;
+    if config.authentication.is_none() && !listen.ip().is_loopback() && !allow_unauthenticated {
+        return Err(GatewayError::Unauthenticated(listen));
+    }
+    Ok((listen, admin))
+}
+
+/// Build the shared state (no sockets, no tasks).
+pub fn build(
+    config: &GatewayConfig,
+    options: &GatewayOptions,
+    audit_sink: Box<dyn std::io::Write + Send>,
+) -> Result<Arc<server::Gateway>, GatewayError> {
+    // The HTTP clients use rustls; ring is the provider the rest of the binary already uses.
+    // Installing twice is harmless (the second attempt reports the first).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tools_changed = Arc::new(Notify::new());
+    let timeout = if options.upstream_timeout.is_zero() {
+        Duration::from_secs(60)
+    } else {
+        options.upstream_timeout
+    };
+    let upstream = match &config.upstream {
+        UpstreamConfig::StreamableHttp { url } => {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(GatewayError::UpstreamUrl(url.clone()));
+            }
+            upstream::Upstream::Http(Arc::new(
+                upstream::HttpUpstream::new(url, timeout)
+                    .map_err(|e| GatewayError::Setup(e.to_string()))?,
+            ))
+        }
+        UpstreamConfig::Stdio { command } => upstream::Upstream::Stdio(Arc::new(
+            upstream::StdioUpstream::new(command.clone(), timeout, tools_changed.clone()),
+        )),
+        UpstreamConfig::Sse { .. } => return Err(GatewayError::SseUpstream),
+    };
+    let auth =
+        auth::Authenticator::from_config(config).map_err(|e| GatewayError::Setup(e.to_string()))?;
+    let policy = access::AccessPolicy::new(&config.tools, &config.authorization)
+        .map_err(|e| GatewayError::Setup(e.to_string()))?;
+    let limits = limits::RateLimits::new(config.limits.rate_limit.as_ref())
+        .map_err(|e| GatewayError::Setup(e.to_string()))?;
+    let max_body = usize::try_from(config.limits.max_request_bytes.max(1)).unwrap_or(usize::MAX);
+    Ok(Arc::new(server::Gateway {
+        server: format!("{}/{}", config.server.namespace, config.server.name),
+        path: config.path.trim_end_matches('/').to_owned(),
+        upstream,
+        auth,
+        policy,
+        limits,
+        sessions: sessions::Sessions::default(),
+        inventory: RwLock::new(inventory::Inventory::default()),
+        inventory_refresh: tokio::sync::Mutex::new(()),
+        tools_changed,
+        audit: audit::AuditLog::new(audit_sink),
+        metrics: metrics::Metrics::new(),
+        max_body,
+        allowed_origins: config.allowed_origins.clone(),
+        upstream_sessions: AtomicU8::new(0),
+        upstream_ready: AtomicBool::new(false),
+    }))
+}
+
+/// Run the gateway until `shutdown` fires.
+pub async fn run(
+    options: GatewayOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), GatewayError> {
+    let config = effective_config(&options)?;
+    let (listen, admin) = check_exposure(&config, options.allow_unauthenticated)?;
+    let sink: Box<dyn std::io::Write + Send> = match &options.audit_log {
+        None => Box::new(std::io::stdout()),
+        Some(path) => Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| GatewayError::Read {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })?,
+        ),
+    };
+    let gateway = build(&config, &options, sink)?;
+    let bind = |address: SocketAddr| async move {
+        tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|e| GatewayError::Bind {
+                address,
+                message: e.to_string(),
+            })
+    };
+    let listener = bind(listen).await?;
+    let admin_listener = bind(admin).await?;
+    let stop = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    if let upstream::Upstream::Stdio(stdio) = &gateway.upstream {
+        tasks.spawn(stdio.clone().supervise(stop.clone()));
+    }
+    tasks.spawn(server::keep_inventory(
+        gateway.clone(),
+        INVENTORY_REFRESH_PERIOD,
+        stop.clone(),
+    ));
+    tasks.spawn(server::housekeeping(gateway.clone(), stop.clone()));
+    if gateway.auth.is_some() {
+        let gateway = gateway.clone();
+        let stop = stop.clone();
+        tasks.spawn(async move {
+            loop {
+                if let Some(auth) = &gateway.auth
+                    && let Err(e) = auth.refresh_keys().await
+                {
+                    tracing::warn!(error = %e, "fetching the issuer's keys failed");
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(auth::JWKS_REFRESH_PERIOD) => {}
+                    () = stop.cancelled() => return,
+                }
+            }
+        });
+    }
+    tracing::info!(%listen, %admin, server = %gateway.server, "gateway listening");
+    let app = server::router(gateway.clone());
+    let admin_app = server::admin_router(gateway.clone());
+    let stopped = stop.clone();
+    let admin_stopped = stop.clone();
+    let serve =
+        axum::serve(listener, app).with_graceful_shutdown(async move { stopped.cancelled().await });
+    let serve_admin = axum::serve(admin_listener, admin_app)
+        .with_graceful_shutdown(async move { admin_stopped.cancelled().await });
+    let trigger = stop.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        trigger.cancel();
+    });
+    let (a, b) = tokio::join!(serve, serve_admin);
+    stop.cancel();
+    while tasks.join_next().await.is_some() {}
+    a.and(b).map_err(|e| GatewayError::Setup(e.to_string()))
+}

@@ -1,0 +1,1031 @@
+//! The HTTP layer: MCP endpoint (POST/GET/DELETE on one path), protected-resource metadata, and
+//! the admin endpoint. Each handler runs the pure checks in order, forwards, and rewrites only
+//! what governance needs (filtered `tools/list`, registered sessions).
+
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::StreamExt as _;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+use super::access::{AccessPolicy, Principal};
+use super::audit::{AuditLog, AuditRecord};
+use super::auth::{AuthError, Authenticator, PROTECTED_RESOURCE_PATH};
+use super::inventory::{Inventory, ToolRecord, definition_hash, filter_tools_result, sha256_hex};
+use super::limits::RateLimits;
+use super::metrics::{Metrics, decision};
+use super::protocol::{
+    self, Era, HEADER_LAST_EVENT_ID, HEADER_METHOD, HEADER_NAME, HEADER_PROTOCOL_VERSION,
+    HEADER_SESSION_ID, HEADER_TRACEPARENT, HEADER_TRACESTATE, MEDIA_JSON, MEDIA_SSE, Message,
+    Rejection, RequestId, codes,
+};
+use super::sessions::Sessions;
+use super::upstream::{Forward, Reply, ReplyBody, SseEvent, Upstream, UpstreamError};
+
+/// Whether the upstream has been seen to issue session ids: unknown, yes, no.
+const SESSIONS_UNKNOWN: u8 = 0;
+const SESSIONS_ISSUED: u8 = 1;
+const SESSIONS_NOT_ISSUED: u8 = 2;
+
+/// Everything the handlers share.
+pub struct Gateway {
+    pub(super) server: String,
+    pub(super) path: String,
+    pub(super) upstream: Upstream,
+    pub(super) auth: Option<Authenticator>,
+    pub(super) policy: AccessPolicy,
+    pub(super) limits: RateLimits,
+    pub(super) sessions: Sessions,
+    pub(super) inventory: RwLock<Inventory>,
+    pub(super) inventory_refresh: tokio::sync::Mutex<()>,
+    pub(super) tools_changed: Arc<Notify>,
+    pub(super) audit: AuditLog,
+    pub(super) metrics: Metrics,
+    pub(super) max_body: usize,
+    pub(super) allowed_origins: Vec<String>,
+    pub(super) upstream_sessions: AtomicU8,
+    pub(super) upstream_ready: AtomicBool,
+}
+
+/// The MCP endpoint and the protected-resource metadata.
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    let path = if gateway.path.is_empty() {
+        "/".to_owned()
+    } else {
+        gateway.path.clone()
+    };
+    let mut router = Router::new().route(
+        &path,
+        axum::routing::post(post)
+            .get(get)
+            .delete(delete)
+            .fallback(method_not_allowed),
+    );
+    router = router.route(PROTECTED_RESOURCE_PATH, axum::routing::get(metadata));
+    if path != "/" {
+        router = router.route(
+            &format!("{PROTECTED_RESOURCE_PATH}{path}"),
+            axum::routing::get(metadata),
+        );
+    }
+    router.with_state(gateway)
+}
+
+/// Health, readiness, metrics and the tool inventory.
+pub fn admin_router(gateway: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route("/readyz", axum::routing::get(ready))
+        .route("/metrics", axum::routing::get(metrics))
+        .route("/inventory", axum::routing::get(inventory))
+        .with_state(gateway)
+}
+
+async fn method_not_allowed() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [(header::ALLOW, "GET, POST, DELETE")],
+    )
+        .into_response()
+}
+
+async fn ready(State(gateway): State<Arc<Gateway>>) -> Response {
+    if gateway.upstream_ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the MCP server does not answer yet",
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        gateway.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn inventory(State(gateway): State<Arc<Gateway>>) -> Response {
+    let body = match gateway.inventory.read() {
+        Ok(inventory) => serde_json::to_vec(&json!({
+            "server": gateway.server,
+            "inventory": inventory.view(&gateway.policy),
+        })),
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    };
+    match body {
+        Ok(body) => ([(header::CONTENT_TYPE, MEDIA_JSON)], body).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+async fn metadata(State(gateway): State<Arc<Gateway>>) -> Response {
+    match &gateway.auth {
+        Some(auth) => axum::Json(auth.metadata().clone()).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// An answer that carries a JSON-RPC error (or only a status).
+fn reject(rejection: &Rejection, id: Option<&RequestId>) -> Response {
+    match rejection.code {
+        Some(code) => (
+            rejection.status,
+            [(header::CONTENT_TYPE, MEDIA_JSON)],
+            protocol::error_response(id, code, &rejection.message, rejection.data.as_ref())
+                .to_string(),
+        )
+            .into_response(),
+        None => (rejection.status, rejection.message.clone()).into_response(),
+    }
+}
+
+fn auth_failure(gateway: &Gateway, error: &AuthError) -> Response {
+    let (metadata_url, scopes) = match &gateway.auth {
+        Some(auth) => (
+            auth.identity().metadata_url.as_str(),
+            auth.required_scopes().to_vec(),
+        ),
+        None => ("", Vec::new()),
+    };
+    let challenge = error.challenge(metadata_url, &scopes);
+    let mut response = (error.status(), error.to_string()).into_response();
+    if let Ok(value) = HeaderValue::from_str(&challenge) {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, value);
+    }
+    response
+}
+
+impl Gateway {
+    fn check_origin(&self, headers: &HeaderMap) -> Result<(), Rejection> {
+        let Some(origin) = headers.get(header::ORIGIN) else {
+            return Ok(());
+        };
+        let origin = origin.to_str().unwrap_or_default();
+        let same_resource = self
+            .auth
+            .as_ref()
+            .and_then(|a| url::Url::parse(&a.identity().resource).ok())
+            .is_some_and(|u| u.origin().ascii_serialization() == origin);
+        if same_resource || self.allowed_origins.iter().any(|o| o == origin) {
+            Ok(())
+        } else {
+            Err(Rejection::http(
+                StatusCode::FORBIDDEN,
+                format!("origin {origin:?} is not allowed"),
+            ))
+        }
+    }
+
+    async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+    ) -> Result<Principal, Response> {
+        match &self.auth {
+            None => Ok(Principal::anonymous()),
+            Some(auth) => auth
+                .authenticate(headers, query)
+                .await
+                .map_err(|e| auth_failure(self, &e)),
+        }
+    }
+
+    /// The upstream's definition of a tool; refreshes the inventory once if it is not known.
+    async fn tool(&self, name: &str) -> Option<Arc<ToolRecord>> {
+        let known = |g: &Self| {
+            g.inventory
+                .read()
+                .ok()
+                .and_then(|inv| inv.tools.get(name).cloned())
+        };
+        if let Some(tool) = known(self) {
+            return Some(tool);
+        }
+        self.refresh_inventory().await;
+        known(self)
+    }
+
+    /// Fetch the upstream's tool list now (one fetch at a time).
+    pub(super) async fn refresh_inventory(&self) -> bool {
+        let _one_at_a_time = self.inventory_refresh.lock().await;
+        match self.upstream.fetch_inventory().await {
+            Ok(found) => {
+                if let Ok(mut inventory) = self.inventory.write() {
+                    inventory.server_info = found.server_info;
+                    inventory.protocol_version = found.protocol_version;
+                    inventory.replace_tools(found.tools);
+                }
+                self.upstream_ready.store(true, Ordering::Relaxed);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "listing the MCP server's tools failed");
+                self.metrics.upstream_error(e.kind());
+                if let Ok(mut inventory) = self.inventory.write() {
+                    inventory.last_error = Some(e.to_string());
+                }
+                self.upstream_ready.store(false, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+}
+
+/// Headers passed to the server: never `Authorization`, cookies or hop-by-hop headers.
+fn forwarded_headers(headers: &HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
+    let mut out = Vec::new();
+    for (name, value) in headers {
+        let n = name.as_str();
+        if n == header::ACCEPT.as_str()
+            || n == HEADER_PROTOCOL_VERSION
+            || n == HEADER_METHOD
+            || n == HEADER_NAME
+            || n == HEADER_LAST_EVENT_ID
+            || n.starts_with("mcp-param-")
+        {
+            out.push((name.clone(), value.clone()));
+        }
+    }
+    out
+}
+
+/// Trace context for the upstream: this request's span when tracing exports, else the caller's.
+fn trace_headers(span: &tracing::Span, incoming: &HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
+    let mut carrier = std::collections::HashMap::new();
+    let context = span.context();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&context, &mut carrier));
+    if carrier.is_empty() {
+        for name in [HEADER_TRACEPARENT, HEADER_TRACESTATE] {
+            if let Some(v) = incoming.get(name).and_then(|v| v.to_str().ok()) {
+                carrier.insert(name.to_owned(), v.to_owned());
+            }
+        }
+    }
+    carrier
+        .into_iter()
+        .filter_map(|(k, v)| {
+            Some((
+                HeaderName::try_from(k).ok()?,
+                HeaderValue::try_from(v).ok()?,
+            ))
+        })
+        .collect()
+}
+
+fn trace_id(span: &tracing::Span, incoming: &HeaderMap) -> Option<String> {
+    use opentelemetry::trace::TraceContextExt as _;
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    if span_context.is_valid() {
+        return Some(span_context.trace_id().to_string());
+    }
+    let parent = incoming.get(HEADER_TRACEPARENT)?.to_str().ok()?;
+    parent.split('-').nth(1).map(str::to_owned)
+}
+
+fn parent_context(headers: &HeaderMap) -> opentelemetry::Context {
+    struct Extractor<'a>(&'a HeaderMap);
+    impl opentelemetry::propagation::Extractor for Extractor<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            self.0.get(key).and_then(|v| v.to_str().ok())
+        }
+        fn keys(&self) -> Vec<&str> {
+            self.0.keys().map(HeaderName::as_str).collect()
+        }
+    }
+    opentelemetry::global::get_text_map_propagator(|p| p.extract(&Extractor(headers)))
+}
+
+fn now_rfc3339() -> String {
+    let at = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    k8s_openapi::jiff::Timestamp::new(at.as_secs() as i64, at.subsec_nanos() as i32)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+/// The audit record of a request in flight; written once, when the answer ends or fails.
+struct Audit {
+    gateway: Arc<Gateway>,
+    record: Option<AuditRecord>,
+    started: Instant,
+    method: String,
+}
+
+impl Audit {
+    fn finish(&mut self, decision: &'static str, decided_by: Option<String>) {
+        let elapsed = self.started.elapsed();
+        self.gateway.metrics.request(&self.method, decision);
+        self.gateway.metrics.duration(&self.method, elapsed);
+        if let Some(mut record) = self.record.take() {
+            record.decision = decision;
+            if let Some(by) = decided_by {
+                record.decided_by = by;
+            }
+            record.latency_ms = elapsed.as_secs_f64() * 1000.0;
+            self.gateway.audit.append(&record);
+        }
+    }
+}
+
+impl Drop for Audit {
+    fn drop(&mut self) {
+        if self.record.is_some() {
+            self.finish(decision::ERROR, Some("client went away".into()));
+        }
+    }
+}
+
+fn is_audited(method: &str) -> bool {
+    matches!(method, "tools/call" | "prompts/get" | "resources/read")
+}
+
+async fn post(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
+    let started = Instant::now();
+    if let Err(r) = gateway.check_origin(request.headers()) {
+        gateway.metrics.request("", decision::INVALID);
+        return reject(&r, None);
+    }
+    let query = request.uri().query().map(str::to_owned);
+    let principal = match gateway
+        .authenticate(request.headers(), query.as_deref())
+        .await
+    {
+        Ok(p) => p,
+        Err(response) => {
+            gateway.metrics.request("", decision::UNAUTHENTICATED);
+            return response;
+        }
+    };
+    let headers = request.headers().clone();
+    let invalid = |r: Rejection, id: Option<&RequestId>, method: &str| {
+        gateway.metrics.request(method, decision::INVALID);
+        reject(&r, id)
+    };
+    if !protocol::is_json_content(&headers) {
+        return invalid(
+            Rejection::http(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Content-Type must be application/json",
+            ),
+            None,
+            "",
+        );
+    }
+    let (accepts_json, accepts_sse) = protocol::accepts(&headers);
+    if !accepts_json && !accepts_sse {
+        return invalid(
+            Rejection::http(
+                StatusCode::NOT_ACCEPTABLE,
+                "Accept must list application/json and text/event-stream",
+            ),
+            None,
+            "",
+        );
+    }
+    let era = match protocol::era(&headers) {
+        Ok(era) => era,
+        Err(r) => return invalid(r, None, ""),
+    };
+    let too_large = || {
+        Rejection::rpc(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            codes::INVALID_REQUEST,
+            format!("the request body is larger than {} bytes", gateway.max_body),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > gateway.max_body as u64) {
+        return invalid(too_large(), None, "");
+    }
+    let body = match axum::body::to_bytes(request.into_body(), gateway.max_body).await {
+        Ok(body) => body,
+        Err(_) => return invalid(too_large(), None, ""),
+    };
+    let message = match protocol::parse_message(&body) {
+        Ok(m) => m,
+        Err(r) => return invalid(r, None, ""),
+    };
+    let method = message.method().unwrap_or("").to_owned();
+    let id = match &message {
+        Message::Request { id, .. } => Some(id.clone()),
+        _ => None,
+    };
+    let session_id = headers
+        .get(HEADER_SESSION_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let version = match &era {
+        Era::Sessions { version } | Era::Stateless { version } => version.clone(),
+    };
+    match &era {
+        Era::Stateless { version } => {
+            if let Err(r) = protocol::check_stateless(&headers, version, &message) {
+                return invalid(r, id.as_ref(), &method);
+            }
+        }
+        Era::Sessions { .. } if method == "initialize" => {}
+        Era::Sessions { .. } => match &session_id {
+            Some(session) if gateway.sessions.touch(session, principal.key()).is_err() => {
+                return invalid(
+                    Rejection::http(
+                        StatusCode::NOT_FOUND,
+                        "unknown or ended session; initialize again",
+                    ),
+                    id.as_ref(),
+                    &method,
+                );
+            }
+            Some(_) => {}
+            None if gateway.upstream_sessions.load(Ordering::Relaxed) == SESSIONS_ISSUED => {
+                return invalid(
+                    Rejection::http(StatusCode::BAD_REQUEST, "Mcp-Session-Id header is required"),
+                    id.as_ref(),
+                    &method,
+                );
+            }
+            None => {}
+        },
+    }
+
+    let target = message.named().map(str::to_owned);
+    let span = tracing::info_span!(
+        "mcp.request",
+        otel.name = %format!("{method}{}", target.as_deref().map(|t| format!(" {t}")).unwrap_or_default()),
+        otel.kind = "server",
+        mcp.method.name = %method,
+        gen_ai.tool.name = tracing::field::Empty,
+        mcp.session.id = tracing::field::Empty,
+        mcp.protocol.version = %version,
+        jsonrpc.request.id = tracing::field::Empty,
+        mcp.decision = tracing::field::Empty,
+        enduser.id = %principal.subject,
+    );
+    let _ = span.set_parent(parent_context(&headers));
+    if let Some(id) = &id {
+        span.record("jsonrpc.request.id", tracing::field::display(id));
+    }
+    let hashed_session = session_id.as_deref().map(|s| sha256_hex(s.as_bytes()));
+    if let Some(h) = &hashed_session {
+        span.record("mcp.session.id", h.as_str());
+    }
+    if method == "tools/call"
+        && let Some(t) = &target
+    {
+        span.record("gen_ai.tool.name", t.as_str());
+    }
+    handle_message(
+        gateway.clone(),
+        HandleInput {
+            started,
+            principal,
+            headers,
+            body,
+            message,
+            method,
+            id,
+            target,
+            session_id,
+            hashed_session,
+            accepts_sse,
+            span: span.clone(),
+        },
+    )
+    .instrument(span)
+    .await
+}
+
+struct HandleInput {
+    started: Instant,
+    principal: Principal,
+    headers: HeaderMap,
+    body: Bytes,
+    message: Message,
+    method: String,
+    id: Option<RequestId>,
+    target: Option<String>,
+    session_id: Option<String>,
+    hashed_session: Option<String>,
+    accepts_sse: bool,
+    span: tracing::Span,
+}
+
+async fn handle_message(gateway: Arc<Gateway>, input: HandleInput) -> Response {
+    let HandleInput {
+        started,
+        principal,
+        headers,
+        body,
+        message,
+        method,
+        id,
+        target,
+        session_id,
+        hashed_session,
+        accepts_sse,
+        span,
+    } = input;
+    let is_request = id.is_some();
+    let mut audit = Audit {
+        gateway: gateway.clone(),
+        record: (is_request && is_audited(&method)).then(|| AuditRecord {
+            time: now_rfc3339(),
+            server: gateway.server.clone(),
+            method: method.clone(),
+            subject: principal.subject.clone(),
+            client_id: principal.client_id.clone(),
+            session: hashed_session.clone(),
+            target: target.clone(),
+            tool_sha256: None,
+            arguments_sha256: message
+                .params()
+                .and_then(|p| p.get("arguments"))
+                .map(definition_hash),
+            decision: decision::ALLOW,
+            decided_by: String::new(),
+            latency_ms: 0.0,
+            trace_id: trace_id(&span, &headers),
+        }),
+        started,
+        method: method.clone(),
+    };
+    let refuse = |audit: &mut Audit,
+                  status: StatusCode,
+                  code: i64,
+                  text: &str,
+                  data: Option<Value>,
+                  decided: &'static str,
+                  by: String| {
+        span.record("mcp.decision", decided);
+        audit.finish(decided, Some(by));
+        reject(
+            &Rejection {
+                status,
+                code: Some(code),
+                message: text.to_owned(),
+                data,
+            },
+            id.as_ref(),
+        )
+    };
+
+    let tool_name = if method == "tools/call" && is_request {
+        target.clone()
+    } else {
+        None
+    };
+    if let Err(limited) = gateway.limits.check(principal.key(), tool_name.as_deref()) {
+        let mut response = refuse(
+            &mut audit,
+            StatusCode::TOO_MANY_REQUESTS,
+            codes::RATE_LIMITED,
+            &format!(
+                "Rate limit exceeded; retry after {} s",
+                limited.retry_after_seconds
+            ),
+            Some(json!({ "retryAfterSeconds": limited.retry_after_seconds })),
+            decision::RATE_LIMITED,
+            "limits.rateLimit".into(),
+        );
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(limited.retry_after_seconds),
+        );
+        return response;
+    }
+
+    let mut decided_by = String::from("forwarded");
+    if method == "tools/call" && is_request {
+        let Some(name) = tool_name.as_deref() else {
+            return refuse(
+                &mut audit,
+                StatusCode::OK,
+                codes::INVALID_PARAMS,
+                "tools/call needs params.name (a string)",
+                None,
+                decision::INVALID,
+                "params".into(),
+            );
+        };
+        let access = gateway.policy.decide(&principal, name);
+        let tool = if access.hidden {
+            None
+        } else {
+            gateway.tool(name).await
+        };
+        let Some(tool) = tool else {
+            return refuse(
+                &mut audit,
+                StatusCode::OK,
+                codes::INVALID_PARAMS,
+                &format!("Unknown tool: {name}"),
+                None,
+                decision::INVALID,
+                if access.hidden {
+                    access.decided_by
+                } else {
+                    "inventory".into()
+                },
+            );
+        };
+        if let Some(record) = audit.record.as_mut() {
+            record.tool_sha256 = Some(tool.sha256.clone());
+        }
+        if !access.allowed {
+            return refuse(
+                &mut audit,
+                StatusCode::OK,
+                codes::ACCESS_DENIED,
+                &format!("You are not allowed to call the tool {name}"),
+                None,
+                decision::DENY,
+                access.decided_by,
+            );
+        }
+        if let Err(wrong) = tool.check_arguments(message.params().and_then(|p| p.get("arguments")))
+        {
+            return refuse(
+                &mut audit,
+                StatusCode::OK,
+                codes::INVALID_PARAMS,
+                &format!("Invalid arguments for tool {name}: {wrong}"),
+                Some(json!({ "argument": wrong.pointer })),
+                decision::INVALID,
+                "inputSchema".into(),
+            );
+        }
+        decided_by = access.decided_by;
+    }
+    span.record("mcp.decision", decision::ALLOW);
+
+    let mut forward_headers = forwarded_headers(&headers);
+    forward_headers.extend(trace_headers(&span, &headers));
+    let reply = gateway
+        .upstream
+        .post(Forward {
+            body,
+            message,
+            session_id: session_id.clone(),
+            headers: forward_headers,
+            accepts_sse,
+        })
+        .await;
+    let reply = match reply {
+        Ok(reply) => reply,
+        Err(e) => {
+            gateway.metrics.upstream_error(e.kind());
+            let status = match e {
+                UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+                _ => StatusCode::BAD_GATEWAY,
+            };
+            if !is_request {
+                audit.finish(decision::ERROR, None);
+                return (status, e.to_string()).into_response();
+            }
+            return refuse(
+                &mut audit,
+                status,
+                e.code(),
+                &e.to_string(),
+                None,
+                decision::ERROR,
+                "upstream".into(),
+            );
+        }
+    };
+    if method == "initialize" && reply.status.is_success() {
+        match &reply.session_id {
+            Some(session) => {
+                gateway
+                    .upstream_sessions
+                    .store(SESSIONS_ISSUED, Ordering::Relaxed);
+                let open = gateway.sessions.open(session, principal.key());
+                gateway.metrics.active_sessions.set(open as i64);
+            }
+            None => {
+                let _ = gateway.upstream_sessions.compare_exchange(
+                    SESSIONS_UNKNOWN,
+                    SESSIONS_NOT_ISSUED,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
+        }
+    }
+    if reply.status == StatusCode::NOT_FOUND
+        && let Some(session) = &session_id
+    {
+        let open = gateway.sessions.close(session);
+        gateway.metrics.active_sessions.set(open as i64);
+    }
+    relay(
+        gateway,
+        reply,
+        Relay {
+            method,
+            id,
+            principal,
+            audit,
+            decided_by,
+        },
+    )
+}
+
+/// What the relay needs to rewrite and account for the answer.
+struct Relay {
+    method: String,
+    id: Option<RequestId>,
+    principal: Principal,
+    audit: Audit,
+    decided_by: String,
+}
+
+impl Relay {
+    /// Look at one message from the server: filter the tools list meant for this request, note
+    /// list changes, and close the audit record when the response passes.
+    fn inspect(&mut self, gateway: &Gateway, message: &mut Value) -> bool {
+        let is_response = message.get("method").is_none()
+            && self
+                .id
+                .as_ref()
+                .is_some_and(|id| message.get("id") == Some(&id.to_json()));
+        let mut changed = false;
+        if message.get("method").and_then(Value::as_str) == Some("notifications/tools/list_changed")
+        {
+            gateway.tools_changed.notify_one();
+        }
+        if is_response {
+            if self.method == "tools/list"
+                && let Some(result) = message.get_mut("result")
+            {
+                changed = filter_tools_result(result, &gateway.policy, &self.principal) > 0;
+            }
+            let outcome = if message.get("error").is_some() {
+                decision::ERROR
+            } else {
+                decision::ALLOW
+            };
+            let by = std::mem::take(&mut self.decided_by);
+            self.audit.finish(outcome, Some(by));
+        }
+        changed
+    }
+}
+
+fn relay(gateway: Arc<Gateway>, reply: Reply, mut relay: Relay) -> Response {
+    let mut builder = Response::builder().status(reply.status);
+    if let Some(session) = reply
+        .session_id
+        .as_deref()
+        .and_then(|s| HeaderValue::from_str(s).ok())
+    {
+        builder = builder.header(HEADER_SESSION_ID, session);
+    }
+    let result = match reply.body {
+        ReplyBody::Empty => {
+            relay.audit.finish(
+                if reply.status.is_success() {
+                    decision::ALLOW
+                } else {
+                    decision::ERROR
+                },
+                None,
+            );
+            builder.body(Body::empty())
+        }
+        ReplyBody::Other {
+            content_type,
+            bytes,
+        } => {
+            relay.audit.finish(decision::ERROR, None);
+            if let Some(ct) = content_type {
+                builder = builder.header(header::CONTENT_TYPE, ct);
+            }
+            builder.body(Body::from(bytes))
+        }
+        ReplyBody::Json(bytes) => {
+            let bytes = match serde_json::from_slice::<Value>(&bytes) {
+                Ok(mut value) => {
+                    if relay.inspect(&gateway, &mut value) {
+                        Bytes::from(value.to_string())
+                    } else {
+                        bytes
+                    }
+                }
+                Err(_) => {
+                    relay.audit.finish(decision::ERROR, None);
+                    gateway.metrics.upstream_error("invalid");
+                    let error = protocol::error_response(
+                        relay.id.as_ref(),
+                        codes::INTERNAL_ERROR,
+                        "the MCP server sent an answer that is not JSON",
+                        None,
+                    );
+                    return (
+                        StatusCode::BAD_GATEWAY,
+                        [(header::CONTENT_TYPE, MEDIA_JSON)],
+                        error.to_string(),
+                    )
+                        .into_response();
+                }
+            };
+            builder
+                .header(header::CONTENT_TYPE, MEDIA_JSON)
+                .body(Body::from(bytes))
+        }
+        ReplyBody::Events(events) => {
+            let gateway = gateway.clone();
+            let stream = events.map(move |event| match event {
+                Ok(mut event) => {
+                    if let Ok(mut value) = serde_json::from_str::<Value>(&event.data)
+                        && relay.inspect(&gateway, &mut value)
+                    {
+                        event.data = value.to_string();
+                    }
+                    Ok::<Bytes, std::io::Error>(event.encode())
+                }
+                Err(e) => {
+                    gateway.metrics.upstream_error(e.kind());
+                    let error = relay.id.as_ref().map(|id| {
+                        SseEvent::message(&protocol::error_response(
+                            Some(id),
+                            e.code(),
+                            &e.to_string(),
+                            None,
+                        ))
+                        .encode()
+                    });
+                    Ok(error.unwrap_or_default())
+                }
+            });
+            builder
+                .header(header::CONTENT_TYPE, MEDIA_SSE)
+                .header(header::CACHE_CONTROL, "no-cache")
+                .header("x-accel-buffering", "no")
+                .body(Body::from_stream(stream))
+        }
+    };
+    result.unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// Common checks of GET and DELETE: origin, token, session era, session owner.
+async fn session_request(
+    gateway: &Arc<Gateway>,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<(String, Principal), Response> {
+    if let Err(r) = gateway.check_origin(headers) {
+        return Err(reject(&r, None));
+    }
+    let principal = gateway.authenticate(headers, query).await?;
+    match protocol::era(headers) {
+        Err(r) => return Err(reject(&r, None)),
+        Ok(Era::Stateless { .. }) => {
+            return Err((StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")]).into_response());
+        }
+        Ok(Era::Sessions { .. }) => {}
+    }
+    let Some(session) = headers
+        .get(HEADER_SESSION_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+    else {
+        return Err((StatusCode::BAD_REQUEST, "Mcp-Session-Id header is required").into_response());
+    };
+    if gateway.sessions.touch(&session, principal.key()).is_err() {
+        return Err((
+            StatusCode::NOT_FOUND,
+            "unknown or ended session; initialize again",
+        )
+            .into_response());
+    }
+    Ok((session, principal))
+}
+
+async fn get(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
+    let (parts, _) = request.into_parts();
+    let (_, accepts_sse) = protocol::accepts(&parts.headers);
+    let (session, principal) =
+        match session_request(&gateway, &parts.headers, parts.uri.query()).await {
+            Ok(found) => found,
+            Err(response) => return response,
+        };
+    if !accepts_sse || parts.headers.get(header::ACCEPT).is_none() {
+        return (
+            StatusCode::NOT_ACCEPTABLE,
+            "Accept must list text/event-stream",
+        )
+            .into_response();
+    }
+    let headers = forwarded_headers(&parts.headers);
+    match gateway.upstream.listen(&session, headers).await {
+        Ok(reply) => relay(
+            gateway.clone(),
+            reply,
+            Relay {
+                method: String::new(),
+                id: None,
+                principal,
+                audit: Audit {
+                    gateway: gateway.clone(),
+                    record: None,
+                    started: Instant::now(),
+                    method: "GET".into(),
+                },
+                decided_by: String::new(),
+            },
+        ),
+        Err(e) => {
+            gateway.metrics.upstream_error(e.kind());
+            (StatusCode::BAD_GATEWAY, e.to_string()).into_response()
+        }
+    }
+}
+
+async fn delete(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
+    let (parts, _) = request.into_parts();
+    let (session, _) = match session_request(&gateway, &parts.headers, parts.uri.query()).await {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    let headers = forwarded_headers(&parts.headers);
+    let status = match gateway.upstream.end_session(&session, headers).await {
+        Ok(status) => status,
+        Err(e) => {
+            gateway.metrics.upstream_error(e.kind());
+            return (StatusCode::BAD_GATEWAY, e.to_string()).into_response();
+        }
+    };
+    if status.is_success() || status == StatusCode::NOT_FOUND {
+        let open = gateway.sessions.close(&session);
+        gateway.metrics.active_sessions.set(open as i64);
+    }
+    status.into_response()
+}
+
+/// Keep the inventory fresh: at start until the server answers, when it says its tools changed,
+/// and every `period`.
+pub(super) async fn keep_inventory(
+    gateway: Arc<Gateway>,
+    period: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut retry = Duration::from_millis(200);
+    loop {
+        let ok = gateway.refresh_inventory().await;
+        let wait = if ok {
+            retry = Duration::from_millis(200);
+            period
+        } else {
+            retry = (retry * 2).min(Duration::from_secs(10));
+            retry
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = gateway.tools_changed.notified() => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Forget idle sessions and rate-limit buckets now and then.
+pub(super) async fn housekeeping(
+    gateway: Arc<Gateway>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(60)) => {}
+            () = shutdown.cancelled() => return,
+        }
+        let open = gateway
+            .sessions
+            .expire(super::sessions::SESSION_IDLE_TIMEOUT);
+        gateway.metrics.active_sessions.set(open as i64);
+        gateway.limits.forget_idle();
+    }
+}

@@ -1,0 +1,105 @@
+"""An MCP server built with the official Python SDK (MCPServer), used as a real upstream.
+
+Usage: fastmcp_server.py [--stateless] [--json] [--stdio]
+
+Over HTTP it binds 127.0.0.1 on a port from the OS, prints "PORT <n>" and serves /mcp until its
+standard input closes (so it stops with the test that started it). With MCP_TEST_HEADER_LOG set,
+it appends the lowercase header names of every request it receives to that file, one request per
+line, so tests can prove what the gateway forwards.
+"""
+
+import asyncio
+import os
+import socket
+import sys
+import threading
+
+from mcp.server.mcpserver import Context, MCPServer
+
+mcp = MCPServer("peer-fastmcp")
+
+
+@mcp.tool()
+def echo(text: str) -> str:
+    """Return the text unchanged."""
+    return text
+
+
+@mcp.tool()
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+@mcp.tool()
+async def count(n: int, ctx: Context) -> str:
+    """Count to n, reporting progress at every step."""
+    for i in range(1, n + 1):
+        await ctx.report_progress(i, n, f"step {i}")
+        await asyncio.sleep(0.01)
+    return f"counted to {n}"
+
+
+@mcp.tool()
+def delete_repo(name: str) -> str:
+    """Delete a repository (a fixture for access rules)."""
+    return f"deleted {name}"
+
+
+@mcp.tool()
+def secret_dump() -> str:
+    """A tool the gateway configuration hides."""
+    return "secret"
+
+
+@mcp.prompt()
+def greet(name: str) -> str:
+    """Greet someone."""
+    return f"Hello, {name}!"
+
+
+def exit_when_stdin_closes() -> None:
+    sys.stdin.read()
+    os._exit(0)
+
+
+class HeaderLog:
+    def __init__(self, app, path):
+        self.app = app
+        self.path = path
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            names = sorted({k.decode().lower() for k, _ in scope["headers"]})
+            with open(self.path, "a") as f:
+                f.write(" ".join(names) + "\n")
+        await self.app(scope, receive, send)
+
+
+async def serve_http(stateless: bool, json_response: bool) -> None:
+    import uvicorn
+
+    app = mcp.streamable_http_app(stateless_http=stateless, json_response=json_response)
+    header_log = os.environ.get("MCP_TEST_HEADER_LOG")
+    if header_log:
+        app = HeaderLog(app, header_log)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(512)
+    print(f"PORT {sock.getsockname()[1]}", flush=True)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    await server.serve(sockets=[sock])
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    if "--stdio" in args:
+        mcp.run()
+        return
+    threading.Thread(target=exit_when_stdin_closes, daemon=True).start()
+    asyncio.run(serve_http("--stateless" in args, "--json" in args))
+
+
+if __name__ == "__main__":
+    main()
