@@ -11,6 +11,11 @@ fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/requirements.txt
 export MCP_TEST_VENV="$venv"
 
+# The npm MCP peers (reference server), pinned by tests/peers/node/package-lock.json.
+if [ ! -d tests/peers/node/node_modules ] || [ tests/peers/node/package-lock.json -nt tests/peers/node/node_modules ]; then
+  (cd tests/peers/node && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
 if [ -z "${MCP_TEST_KUBECONFIG:-}" ]; then
   echo "note: MCP_TEST_KUBECONFIG is not set: the real-cluster controller scenarios (tests/controller.rs, portable_scenarios_on_a_real_cluster) will skip; every other test runs"
 fi

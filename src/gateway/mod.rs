@@ -316,6 +316,9 @@ pub async fn run(
             }
         });
     }
+    // The bound addresses (a configured port 0 becomes a real one).
+    let listen = listener.local_addr().unwrap_or(listen);
+    let admin = admin_listener.local_addr().unwrap_or(admin);
     tracing::info!(%listen, %admin, server = %gateway.server, "gateway listening");
     let app = server::router(gateway.clone());
     let admin_app = server::admin_router(gateway.clone());

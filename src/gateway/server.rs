@@ -100,7 +100,11 @@ async fn method_not_allowed() -> Response {
 }
 
 async fn ready(State(gateway): State<Arc<Gateway>>) -> Response {
-    if gateway.upstream_ready.load(Ordering::Relaxed) {
+    let process_up = match &gateway.upstream {
+        Upstream::Stdio(stdio) => stdio.is_running(),
+        Upstream::Http(_) => true,
+    };
+    if process_up && gateway.upstream_ready.load(Ordering::Relaxed) {
         (StatusCode::OK, "ready").into_response()
     } else {
         (

@@ -324,7 +324,15 @@ impl HttpUpstream {
             .map(|m| m.trim().to_ascii_lowercase());
         let body = match media.as_deref() {
             Some(MEDIA_SSE) => ReplyBody::Events(events(response)),
-            Some(MEDIA_JSON) => ReplyBody::Json(self.read_body(response).await?),
+            Some(MEDIA_JSON) => {
+                let bytes = self.read_body(response).await?;
+                // Some servers label an empty 202 as JSON.
+                if bytes.is_empty() {
+                    ReplyBody::Empty
+                } else {
+                    ReplyBody::Json(bytes)
+                }
+            }
             _ => {
                 let bytes = self.read_body(response).await?;
                 if bytes.is_empty() {

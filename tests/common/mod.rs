@@ -74,9 +74,14 @@ pub fn kubernetes_validate(files: &[PathBuf]) -> String {
 
 /// Run `mcp-operator` with `args`, feeding `input` on standard input.
 pub fn run_with_stdin(args: &[&str], input: &[u8]) -> Output {
+    run_program_with_stdin(Path::new(env!("CARGO_BIN_EXE_mcp-operator")), args, input)
+}
+
+/// Run any program with `input` on its standard input.
+pub fn run_program_with_stdin(program: &Path, args: &[&str], input: &[u8]) -> Output {
     use std::io::Write;
     use std::process::Stdio;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-operator"))
+    let mut child = Command::new(program)
         .args(args)
         .current_dir(repo())
         .stdin(Stdio::piped())

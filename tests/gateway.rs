@@ -1,0 +1,491 @@
+//! The gateway against MCP implementations we did not write: the official Python SDK's client
+//! through the gateway to the Python SDK server, the npm reference server and a stdio server,
+//! in both protocol eras; plus malformed requests, rate limits and the admin endpoint.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+mod gateway_support;
+
+use std::time::Duration;
+
+use gateway_support::*;
+use mcp_operator::api::common::RateLimit;
+use mcp_operator::api::gateway_config::Upstream;
+use serde_json::{Value, json};
+
+/// What every peer scenario must show through a gateway that hides one tool.
+fn assert_scenario(seen: &Value, hidden_tool: &str, echo: &str) {
+    let tools: Vec<&str> = seen["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert!(tools.contains(&"echo"), "{seen}");
+    assert!(
+        !tools.contains(&hidden_tool),
+        "the hidden tool is listed: {seen}"
+    );
+    assert!(seen["echo"][0].as_str().unwrap().contains(echo), "{seen}");
+    assert_eq!(seen["echoIsError"], false);
+    assert!(
+        seen["progress"].as_array().unwrap().len() >= 2,
+        "no progress notifications: {seen}"
+    );
+    assert!(!seen["prompts"].as_array().unwrap().is_empty(), "{seen}");
+    assert!(!seen["greeting"][0].as_str().unwrap().is_empty(), "{seen}");
+    let bad = seen["badArgs"]["error"].as_str().unwrap_or_default();
+    assert!(
+        bad.contains("Invalid arguments") && bad.contains("/a"),
+        "bad arguments not refused: {seen}"
+    );
+    let hidden = seen["hidden"]["error"].as_str().unwrap_or_default();
+    assert!(
+        hidden.contains("Unknown tool"),
+        "hidden tool callable: {seen}"
+    );
+}
+
+fn audit_chain_holds(gateway: &Gateway, secret: &str) -> usize {
+    let lines = gateway.audit_lines();
+    let count = mcp_operator::gateway::audit::verify_chain(lines.iter().map(String::as_str))
+        .expect("the audit chain is intact");
+    for line in &lines {
+        assert!(
+            !line.contains(secret),
+            "raw arguments leaked into the audit log: {line}"
+        );
+    }
+    count
+}
+
+#[test]
+fn python_sdk_client_to_python_sdk_server_in_both_eras() {
+    let server = fastmcp(&[], None);
+    let mut config = config(http_upstream(server.port));
+    config.tools.deny = vec!["secret_*".into()];
+    let gateway = start_gateway(&config, &[], &[]);
+    gateway.wait_ready();
+
+    let legacy = python_client(&gateway.url(), "legacy", "fastmcp", None);
+    assert_eq!(legacy["protocolVersion"], "2025-11-25");
+    assert_scenario(&legacy, "secret_dump", "hello through the gateway");
+    assert_eq!(legacy["progress"].as_array().unwrap().len(), 3);
+
+    let stateless = python_client(&gateway.url(), "auto", "fastmcp", None);
+    assert_eq!(stateless["protocolVersion"], "2026-07-28");
+    assert_scenario(&stateless, "secret_dump", "hello through the gateway");
+
+    // Two runs: echo, progress and a prompt allowed; bad arguments and a hidden tool refused.
+    let lines = gateway.audit_lines();
+    assert_eq!(
+        audit_chain_holds(&gateway, "hello through the gateway"),
+        lines.len()
+    );
+    let decisions: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            format!(
+                "{} {} {}",
+                v["method"].as_str().unwrap(),
+                v["target"].as_str().unwrap(),
+                v["decision"].as_str().unwrap()
+            )
+        })
+        .collect();
+    for run in decisions.chunks(5) {
+        assert_eq!(
+            run,
+            [
+                "tools/call echo allow",
+                "tools/call count allow",
+                "prompts/get greet allow",
+                "tools/call add invalid",
+                "tools/call secret_dump invalid",
+            ],
+            "{decisions:?}"
+        );
+    }
+}
+
+#[test]
+fn python_sdk_client_to_the_npm_reference_server() {
+    let server = everything();
+    let mut config = config(http_upstream(server.port));
+    config.tools.deny = vec!["get-env".into()];
+    let gateway = start_gateway(&config, &[], &[]);
+    gateway.wait_ready();
+    let seen = python_client(&gateway.url(), "legacy", "everything", None);
+    assert_scenario(&seen, "get-env", "hello through the gateway");
+    let auto = python_client(&gateway.url(), "auto", "everything", None);
+    assert_scenario(&auto, "get-env", "hello through the gateway");
+    audit_chain_holds(&gateway, "hello through the gateway");
+}
+
+#[test]
+fn stdio_server_bridged_and_restarted() {
+    let mut config = config(Upstream::Stdio {
+        command: fastmcp_stdio_command(),
+    });
+    config.tools.deny = vec!["secret_*".into()];
+    let gateway = start_gateway(&config, &[], &[]);
+    gateway.wait_ready();
+    let seen = python_client(&gateway.url(), "legacy", "fastmcp", None);
+    assert_scenario(&seen, "secret_dump", "hello through the gateway");
+    assert_eq!(seen["progress"].as_array().unwrap().len(), 3);
+
+    // Kill the stdio server: the gateway restarts it and serves again.
+    // Children of any of the gateway's threads (tokio spawns from worker threads).
+    let children: String = std::fs::read_dir(format!("/proc/{}/task", gateway.pid()))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.unwrap().path().join("children")).ok())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let server_pid: i32 = children
+        .split_whitespace()
+        .next()
+        .expect("the gateway runs the stdio server")
+        .parse()
+        .unwrap();
+    std::process::Command::new("kill")
+        .arg("-9")
+        .arg(server_pid.to_string())
+        .status()
+        .unwrap();
+    gateway.wait_ready();
+    let again = python_client(&gateway.url(), "legacy", "fastmcp", None);
+    assert_eq!(again["echo"][0], "hello through the gateway");
+}
+
+const ACCEPT_BOTH: &str = "application/json, text/event-stream";
+
+fn initialize(client: &reqwest::blocking::Client, url: &str) -> String {
+    let response = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", ACCEPT_BOTH)
+        .body(json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}).to_string())
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let session = response.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let note = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", ACCEPT_BOTH)
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-11-25")
+        .body(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
+        .send()
+        .unwrap();
+    assert_eq!(note.status(), 202);
+    session
+}
+
+/// The JSON-RPC error code in a body that may be JSON or one SSE event.
+fn rpc_error_code(body: &str) -> Option<i64> {
+    let json = body
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .unwrap_or(body);
+    serde_json::from_str::<Value>(json).ok()?["error"]["code"].as_i64()
+}
+
+struct Case {
+    name: &'static str,
+    method: &'static str,
+    headers: Vec<(&'static str, String)>,
+    body: String,
+    status: u16,
+    code: Option<i64>,
+}
+
+#[test]
+fn malformed_requests_get_the_specified_answers_and_the_gateway_keeps_serving() {
+    let server = fastmcp(&[], None);
+    let mut config = config(http_upstream(server.port));
+    config.limits.max_request_bytes = 64 * 1024;
+    let gateway = start_gateway(&config, &[], &[]);
+    gateway.wait_ready();
+    let client = http();
+    let url = gateway.url();
+    let session = initialize(&client, &url);
+    let json_ct = ("content-type", "application/json".to_owned());
+    let accept = ("accept", ACCEPT_BOTH.to_owned());
+    let sid = ("mcp-session-id", session.clone());
+    let v25 = ("mcp-protocol-version", "2025-11-25".to_owned());
+    let v26 = ("mcp-protocol-version", "2026-07-28".to_owned());
+    let meta = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}"#;
+    let session_headers = || vec![json_ct.clone(), accept.clone(), sid.clone(), v25.clone()];
+    let cases = vec![
+        Case { name: "bad JSON", method: "POST", headers: session_headers(), body: "{\"jsonrpc\":".into(), status: 400, code: Some(-32700) },
+        Case { name: "batch array", method: "POST", headers: session_headers(), body: r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#.into(), status: 400, code: Some(-32600) },
+        Case { name: "empty batch", method: "POST", headers: session_headers(), body: "[]".into(), status: 400, code: Some(-32600) },
+        Case { name: "not an object", method: "POST", headers: session_headers(), body: "\"ping\"".into(), status: 400, code: Some(-32600) },
+        Case { name: "jsonrpc 1.0", method: "POST", headers: session_headers(), body: r#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#.into(), status: 400, code: Some(-32600) },
+        Case { name: "null id", method: "POST", headers: session_headers(), body: r#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#.into(), status: 400, code: Some(-32600) },
+        Case { name: "method not a string", method: "POST", headers: session_headers(), body: r#"{"jsonrpc":"2.0","id":1,"method":7}"#.into(), status: 400, code: Some(-32600) },
+        Case { name: "params not an object", method: "POST", headers: session_headers(), body: r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":"x"}"#.into(), status: 400, code: Some(-32600) },
+        Case { name: "wrong content type", method: "POST", headers: vec![("content-type", "text/plain".into()), accept.clone(), sid.clone()], body: r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#.into(), status: 415, code: None },
+        Case { name: "unacceptable Accept", method: "POST", headers: vec![json_ct.clone(), ("accept", "text/html".into()), sid.clone()], body: r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#.into(), status: 406, code: None },
+        Case { name: "oversized body", method: "POST", headers: session_headers(), body: format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"echo","arguments":{{"text":"{}"}}}}}}"#, "x".repeat(100 * 1024)), status: 413, code: Some(-32600) },
+        Case { name: "missing session id", method: "POST", headers: vec![json_ct.clone(), accept.clone(), v25.clone()], body: r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#.into(), status: 400, code: None },
+        Case { name: "unknown session id", method: "POST", headers: vec![json_ct.clone(), accept.clone(), v25.clone(), ("mcp-session-id", "0123456789abcdef".into())], body: r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#.into(), status: 404, code: None },
+        Case { name: "unsupported protocol version", method: "POST", headers: vec![json_ct.clone(), accept.clone(), sid.clone(), ("mcp-protocol-version", "1999-01-01".into())], body: r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#.into(), status: 400, code: Some(-32022) },
+        Case { name: "2026 Mcp-Method mismatch", method: "POST", headers: vec![json_ct.clone(), accept.clone(), v26.clone(), ("mcp-method", "tools/list".into())], body: format!(r#"{{"jsonrpc":"2.0","id":1,"method":"prompts/list","params":{{{meta}}}}}"#), status: 400, code: Some(-32020) },
+        Case { name: "2026 Mcp-Name mismatch", method: "POST", headers: vec![json_ct.clone(), accept.clone(), v26.clone(), ("mcp-method", "tools/call".into()), ("mcp-name", "add".into())], body: format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"echo","arguments":{{"text":"x"}},{meta}}}}}"#), status: 400, code: Some(-32020) },
+        Case { name: "2026 missing Mcp-Method", method: "POST", headers: vec![json_ct.clone(), accept.clone(), v26.clone()], body: format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{{{meta}}}}}"#), status: 400, code: Some(-32020) },
+        Case { name: "2026 _meta version differs from header", method: "POST", headers: vec![json_ct.clone(), accept.clone(), v26.clone(), ("mcp-method", "tools/list".into())], body: r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2025-11-25"}}}"#.into(), status: 400, code: Some(-32020) },
+        Case { name: "2026 GET", method: "GET", headers: vec![accept.clone(), v26.clone()], body: String::new(), status: 405, code: None },
+        Case { name: "2026 DELETE", method: "DELETE", headers: vec![v26.clone()], body: String::new(), status: 405, code: None },
+        Case { name: "arguments violate the schema", method: "POST", headers: session_headers(), body: r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","arguments":{"a":1}}}"#.into(), status: 200, code: Some(-32602) },
+        Case { name: "unknown tool", method: "POST", headers: session_headers(), body: r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"no_such_tool","arguments":{}}}"#.into(), status: 200, code: Some(-32602) },
+        Case { name: "tools/call without a name", method: "POST", headers: session_headers(), body: r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments":{}}}"#.into(), status: 200, code: Some(-32602) },
+        Case { name: "foreign Origin", method: "POST", headers: [session_headers(), vec![("origin", "https://evil.example".into())]].concat(), body: r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#.into(), status: 403, code: None },
+        Case { name: "GET without session", method: "GET", headers: vec![("accept", "text/event-stream".into())], body: String::new(), status: 400, code: None },
+        Case { name: "DELETE unknown session", method: "DELETE", headers: vec![("mcp-session-id", "feedface".into())], body: String::new(), status: 404, code: None },
+        Case { name: "PUT", method: "PUT", headers: vec![], body: String::new(), status: 405, code: None },
+    ];
+    assert!(cases.len() >= 20);
+    for case in &cases {
+        let mut request = client.request(case.method.parse().unwrap(), &url);
+        for (name, value) in &case.headers {
+            request = request.header(*name, value);
+        }
+        let response = request.body(case.body.clone()).send().unwrap();
+        let status = response.status().as_u16();
+        let body = response.text().unwrap();
+        assert_eq!(status, case.status, "{}: {body}", case.name);
+        if let Some(code) = case.code {
+            assert_eq!(rpc_error_code(&body), Some(code), "{}: {body}", case.name);
+        }
+        // The gateway keeps serving the well-behaved session.
+        let ok = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("accept", ACCEPT_BOTH)
+            .header("mcp-session-id", &session)
+            .header("mcp-protocol-version", "2025-11-25")
+            .body(r#"{"jsonrpc":"2.0","id":99,"method":"tools/call","params":{"name":"add","arguments":{"a":2,"b":3}}}"#)
+            .send()
+            .unwrap();
+        assert_eq!(ok.status(), 200, "after {}", case.name);
+        assert!(ok.text().unwrap().contains("\"5\""), "after {}", case.name);
+    }
+}
+
+/// A TCP server that answers every HTTP request with `answer`, or never answers when `None`.
+fn fake_upstream(answer: Option<&'static str>) -> (u16, std::thread::JoinHandle<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        for stream in listener.incoming().take(64) {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut buffer = [0u8; 65536];
+                let _ = stream.read(&mut buffer);
+                match answer {
+                    Some(body) => {
+                        let _ = write!(
+                            stream,
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nmcp-session-id: s1\r\n\r\n{body}",
+                            body.len()
+                        );
+                    }
+                    None => std::thread::sleep(Duration::from_secs(30)),
+                }
+            });
+        }
+    });
+    (port, handle)
+}
+
+#[test]
+fn a_server_that_answers_garbage_or_hangs_gets_a_gateway_error() {
+    let client = http();
+    let (garbage_port, _g) = fake_upstream(Some("this is not json"));
+    let garbage = start_gateway(&config(http_upstream(garbage_port)), &[], &[]);
+    let response = client
+        .post(garbage.url())
+        .header("content-type", "application/json")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 502);
+    assert_eq!(rpc_error_code(&response.text().unwrap()), Some(-32603));
+    assert_eq!(
+        client
+            .get(garbage.admin_url("/readyz"))
+            .send()
+            .unwrap()
+            .status(),
+        503
+    );
+
+    let (hanging_port, _h) = fake_upstream(None);
+    let hanging = start_gateway(
+        &config(http_upstream(hanging_port)),
+        &["--upstream-timeout-seconds", "1"],
+        &[],
+    );
+    let started = std::time::Instant::now();
+    let response = client
+        .post(hanging.url())
+        .header("content-type", "application/json")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 504);
+    assert_eq!(rpc_error_code(&response.text().unwrap()), Some(-32003));
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let metrics = client
+        .get(hanging.admin_url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("mcp_gateway_upstream_errors_total{kind=\"timeout\"}"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn rate_limits_answer_429_with_retry_after() {
+    let server = fastmcp(&[], None);
+    let mut config = config(http_upstream(server.port));
+    config.limits.rate_limit = Some(RateLimit {
+        requests_per_minute: 6,
+        burst: Some(4),
+        per_tool: vec![],
+    });
+    let gateway = start_gateway(&config, &[], &[]);
+    gateway.wait_ready();
+    let client = http();
+    let session = initialize(&client, &gateway.url()); // two requests of the four
+    let call = || {
+        client
+            .post(gateway.url())
+            .header("content-type", "application/json")
+            .header("accept", ACCEPT_BOTH)
+            .header("mcp-session-id", &session)
+            .header("mcp-protocol-version", "2025-11-25")
+            .body(r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"echo","arguments":{"text":"x"}}}"#)
+            .send()
+            .unwrap()
+    };
+    assert_eq!(call().status(), 200);
+    assert_eq!(call().status(), 200);
+    let limited = call();
+    assert_eq!(limited.status(), 429);
+    let retry: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=10).contains(&retry), "Retry-After {retry}");
+    assert_eq!(rpc_error_code(&limited.text().unwrap()), Some(-32002));
+    let audit = gateway.audit_lines();
+    assert!(
+        audit
+            .last()
+            .unwrap()
+            .contains("\"decision\":\"rate_limited\""),
+        "{audit:?}"
+    );
+}
+
+#[test]
+fn admin_port_serves_inventory_health_and_metrics() {
+    let server = fastmcp(&[], None);
+    let mut config = config(http_upstream(server.port));
+    config.tools.deny = vec!["secret_*".into()];
+    let gateway = start_gateway(&config, &[], &[]);
+    gateway.wait_ready();
+    let client = http();
+    assert_eq!(
+        client
+            .get(gateway.admin_url("/healthz"))
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
+    let inventory: Value = client
+        .get(gateway.admin_url("/inventory"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(inventory["server"], "tests/peer");
+    assert_eq!(inventory["inventory"]["serverInfo"]["name"], "peer-fastmcp");
+    assert_eq!(inventory["inventory"]["protocolVersion"], "2025-11-25");
+    let tools = inventory["inventory"]["tools"].as_array().unwrap();
+    assert_eq!(tools.len(), 5);
+    let secret = tools.iter().find(|t| t["name"] == "secret_dump").unwrap();
+    assert_eq!(secret["hidden"], true);
+    // The hashes are SHA-256 over RFC 8785 canonical JSON, checked with Python's own encoder
+    // (sorted keys, no spaces: the same bytes as JCS for these definitions).
+    let definitions: Vec<&Value> = tools.iter().map(|t| &t["definition"]).collect();
+    let script = "import sys, json, hashlib\nfor d in json.load(sys.stdin):\n    print(hashlib.sha256(json.dumps(d, sort_keys=True, separators=(',', ':'), ensure_ascii=False).encode()).hexdigest())";
+    let output = common::run_program_with_stdin(
+        &common::venv_tool("python"),
+        &["-c", script],
+        serde_json::to_string(&definitions).unwrap().as_bytes(),
+    );
+    let python_hashes: Vec<&str> = std::str::from_utf8(&output.stdout)
+        .unwrap()
+        .lines()
+        .collect();
+    let our_hashes: Vec<&str> = tools
+        .iter()
+        .map(|t| t["sha256"].as_str().unwrap())
+        .collect();
+    assert_eq!(python_hashes, our_hashes);
+
+    python_client(&gateway.url(), "legacy", "fastmcp", None);
+    let metrics = client
+        .get(gateway.admin_url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains(r#"mcp_gateway_requests_total{method="tools/call",decision="allow"} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"mcp_gateway_requests_total{method="tools/call",decision="invalid"} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("mcp_gateway_request_duration_seconds_bucket"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("mcp_gateway_active_sessions"), "{metrics}");
+}
+
+#[test]
+fn unauthenticated_gateway_refuses_a_public_address_unless_allowed() {
+    let output = common::run(&[
+        "gateway",
+        "--upstream",
+        "http://127.0.0.1:9/mcp",
+        "--listen",
+        "0.0.0.0:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("refusing to listen on 0.0.0.0:0 without authentication"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--allow-unauthenticated"), "{stderr}");
+}
