@@ -232,7 +232,8 @@ struct JwksCache {
     source: JwksSource,
     client: reqwest::Client,
     keys: RwLock<Arc<KeySet>>,
-    /// Held while fetching, so concurrent unknown `kid`s cause one fetch.
+    /// Held while fetching, so concurrent unknown `kid`s cause one fetch; holds the time of the
+    /// last refresh an unknown `kid` caused.
     refresh: Mutex<Option<Instant>>,
     fetches: std::sync::atomic::AtomicU64,
 }
@@ -443,10 +444,11 @@ impl Authenticator {
 
     /// Fetch the keys now (start-up and periodic refresh).
     pub async fn refresh_keys(&self) -> Result<(), String> {
-        let mut last = self.jwks.refresh.lock().await;
-        let result = self.jwks.fetch().await;
-        *last = Some(Instant::now());
-        result
+        // Held so a concurrent unknown-kid refresh waits for this fetch instead of repeating it;
+        // the unknown-kid cool-down is left alone, so a key published right after start-up is
+        // still picked up at once.
+        let _one_at_a_time = self.jwks.refresh.lock().await;
+        self.jwks.fetch().await
     }
 
     /// Authenticate a request from its headers and query string.

@@ -1,0 +1,647 @@
+//! The gateway as an OAuth 2.1 resource server: tokens minted here, keys served by an https
+//! JWKS endpoint the test runs (with its own CA, trusted through SSL_CERT_FILE), the rejection
+//! matrix, key rotation with one refresh, per-tool access by claims, subject-bound sessions,
+//! and proof that the upstream never sees the client's Authorization header.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+mod gateway_support;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use gateway_support::*;
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use mcp_operator::api::common::{RuleAction, SubjectMatcher, ToolAccessRule};
+use mcp_operator::api::gateway_config::{GatewayAuthentication, GatewayConfig};
+use serde_json::{Value, json};
+
+const RESOURCE: &str = "https://mcp.example.test/mcp";
+const METADATA_URL: &str = "https://mcp.example.test/.well-known/oauth-protected-resource/mcp";
+const SCOPE: &str = "mcp:tools";
+
+/// An https server for the issuer's metadata and JWKS, counting JWKS fetches.
+struct Issuer {
+    url: String,
+    jwks: Arc<Mutex<Value>>,
+    fetches: Arc<AtomicUsize>,
+    ca_file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn start_issuer() -> Issuer {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "mcp-operator test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let server_cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &ca)
+        .unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![server_cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(server_key.serialize_der().into()),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let url = format!("https://127.0.0.1:{port}");
+    let jwks = Arc::new(Mutex::new(json!({"keys": []})));
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let (served_jwks, served_fetches, issuer) = (jwks.clone(), fetches.clone(), url.clone());
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let (acceptor, jwks, fetches, issuer) =
+                    (acceptor.clone(), served_jwks.clone(), served_fetches.clone(), issuer.clone());
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                    let mut request = Vec::new();
+                    let mut buffer = [0u8; 4096];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tls.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buffer[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&request);
+                    let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                    let (status, body) = match path.as_str() {
+                        "/jwks.json" => {
+                            fetches.fetch_add(1, Ordering::SeqCst);
+                            ("200 OK", jwks.lock().unwrap().to_string())
+                        }
+                        "/.well-known/oauth-authorization-server" => (
+                            "200 OK",
+                            json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks.json")}).to_string(),
+                        ),
+                        _ => ("404 Not Found", "{}".to_owned()),
+                    };
+                    let response = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = tls.write_all(response.as_bytes()).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+    });
+    Issuer {
+        url,
+        jwks,
+        fetches,
+        ca_file,
+        _dir: dir,
+    }
+}
+
+/// A signing key and its public JWK.
+struct SigningKey {
+    kid: String,
+    alg: Algorithm,
+    key: EncodingKey,
+    public_pem: String,
+}
+
+impl SigningKey {
+    fn rsa(kid: &str) -> Self {
+        use rsa::pkcs1::{EncodeRsaPrivateKey, EncodeRsaPublicKey};
+        let private = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap();
+        let pem = private.to_pkcs1_pem(rsa::pkcs1::LineEnding::LF).unwrap();
+        let public_pem = private
+            .to_public_key()
+            .to_pkcs1_pem(rsa::pkcs1::LineEnding::LF)
+            .unwrap();
+        Self {
+            kid: kid.into(),
+            alg: Algorithm::RS256,
+            key: EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
+            public_pem,
+        }
+    }
+
+    fn ec(kid: &str) -> Self {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        Self {
+            kid: kid.into(),
+            alg: Algorithm::ES256,
+            key: EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap(),
+            public_pem: pair.public_key_pem(),
+        }
+    }
+
+    fn jwk(&self) -> Value {
+        let mut jwk =
+            serde_json::to_value(Jwk::from_encoding_key(&self.key, self.alg).unwrap()).unwrap();
+        jwk["kid"] = json!(self.kid);
+        jwk["use"] = json!("sig");
+        jwk
+    }
+
+    fn sign(&self, claims: &Value) -> String {
+        let mut header = Header::new(self.alg);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.key).unwrap()
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn claims(issuer: &str, sub: &str, groups: &[&str]) -> Value {
+    json!({
+        "iss": issuer, "sub": sub, "aud": RESOURCE, "scope": format!("openid {SCOPE}"),
+        "groups": groups, "iat": now(), "exp": now() + 600, "client_id": "test-client",
+    })
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn auth_config(issuer: &Issuer, upstream_port: u16) -> GatewayConfig {
+    let mut config = config(http_upstream(upstream_port));
+    config.resource = RESOURCE.into();
+    config.authentication = Some(GatewayAuthentication {
+        issuer: issuer.url.clone(),
+        jwks_uri: None, // discovered from the issuer's RFC 8414 metadata
+        audiences: vec![RESOURCE.into()],
+        required_scopes: vec![SCOPE.into()],
+        groups_claim: "groups".into(),
+        max_token_lifetime_seconds: Some(3600),
+    });
+    config.tools.deny = vec!["secret_*".into()];
+    config.authorization.rules = vec![
+        ToolAccessRule {
+            tools: vec!["*".into()],
+            subjects: SubjectMatcher {
+                groups: vec!["eng".into()],
+                ..SubjectMatcher::default()
+            },
+            action: RuleAction::Allow,
+        },
+        ToolAccessRule {
+            tools: vec!["delete_*".into()],
+            subjects: SubjectMatcher {
+                groups: vec!["contractors".into()],
+                ..SubjectMatcher::default()
+            },
+            action: RuleAction::Deny,
+        },
+    ];
+    config
+}
+
+const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#;
+
+fn post(
+    client: &reqwest::blocking::Client,
+    url: &str,
+    token: Option<&str>,
+    session: Option<&str>,
+    body: &str,
+) -> reqwest::blocking::Response {
+    let mut request = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25");
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    if let Some(session) = session {
+        request = request.header("mcp-session-id", session);
+    }
+    request.body(body.to_owned()).send().unwrap()
+}
+
+fn result_of(response: reqwest::blocking::Response) -> Value {
+    let text = response.text().unwrap();
+    let json = text
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .unwrap_or(&text);
+    serde_json::from_str(json).unwrap()
+}
+
+fn open_session(client: &reqwest::blocking::Client, url: &str, token: &str) -> String {
+    let response = post(client, url, Some(token), None, INITIALIZE);
+    assert_eq!(response.status(), 200);
+    let session = response.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let note = post(
+        client,
+        url,
+        Some(token),
+        Some(&session),
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+    );
+    assert_eq!(note.status(), 202);
+    session
+}
+
+fn tool_names(
+    client: &reqwest::blocking::Client,
+    url: &str,
+    token: &str,
+    session: &str,
+) -> Vec<String> {
+    let listed = result_of(post(
+        client,
+        url,
+        Some(token),
+        Some(session),
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
+    ));
+    let mut names: Vec<String> = listed["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn oauth_resource_server_rejection_matrix_rotation_and_per_tool_access() {
+    let issuer = start_issuer();
+    let rsa = SigningKey::rsa("rsa-1");
+    let ec = SigningKey::ec("ec-1");
+    *issuer.jwks.lock().unwrap() = json!({"keys": [rsa.jwk(), ec.jwk()]});
+    let dir = tempfile::tempdir().unwrap();
+    let header_log = dir.path().join("headers.log");
+    let server = fastmcp(&[], Some(&header_log));
+    let ca = issuer.ca_file.display().to_string();
+    let gateway = start_gateway(
+        &auth_config(&issuer, server.port),
+        &[],
+        &[("SSL_CERT_FILE", ca.as_str())],
+    );
+    gateway.wait_ready();
+    let client = http();
+    let url = gateway.url();
+
+    // Protected-resource metadata, path form and root form.
+    for path in [
+        "/.well-known/oauth-protected-resource/mcp",
+        "/.well-known/oauth-protected-resource",
+    ] {
+        let doc: Value = client
+            .get(format!("http://{}{path}", gateway.listen))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(doc["resource"], RESOURCE);
+        assert_eq!(doc["authorization_servers"], json!([issuer.url]));
+        assert_eq!(doc["bearer_methods_supported"], json!(["header"]));
+        assert!(
+            doc["scopes_supported"]
+                .as_array()
+                .unwrap()
+                .contains(&json!(SCOPE))
+        );
+    }
+
+    // Valid tokens of both key types.
+    let alice = rsa.sign(&claims(&issuer.url, "alice", &["eng"]));
+    assert_eq!(
+        post(&client, &url, Some(&alice), None, INITIALIZE).status(),
+        200
+    );
+    assert_eq!(
+        post(
+            &client,
+            &url,
+            Some(&ec.sign(&claims(&issuer.url, "erin", &["eng"]))),
+            None,
+            INITIALIZE
+        )
+        .status(),
+        200
+    );
+
+    // Key rotation: 12 concurrent requests signed by a key published after start-up cause exactly
+    // one JWKS fetch, and all succeed.
+    let rotated = SigningKey::ec("ec-2");
+    issuer.jwks.lock().unwrap()["keys"]
+        .as_array_mut()
+        .unwrap()
+        .push(rotated.jwk());
+    let before = issuer.fetches.load(Ordering::SeqCst);
+    let token = rotated.sign(&claims(&issuer.url, "rita", &["eng"]));
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..12)
+            .map(|_| {
+                scope.spawn(|| {
+                    post(&client, &url, Some(&token), None, INITIALIZE)
+                        .status()
+                        .as_u16()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(statuses, vec![200; 12]);
+    assert_eq!(
+        issuer.fetches.load(Ordering::SeqCst) - before,
+        1,
+        "one refresh for one unknown kid"
+    );
+
+    // The rejection matrix.
+    let foreign = SigningKey::ec("ghost");
+    let mut tampered_parts: Vec<String> = alice.split('.').map(str::to_owned).collect();
+    tampered_parts[1] = b64(claims(&issuer.url, "mallory", &["eng"])
+        .to_string()
+        .as_bytes());
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut c = claims(&issuer.url, "alice", &["eng"]);
+        f(&mut c);
+        rsa.sign(&c)
+    };
+    let hs256_with_public_key = {
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("rsa-1".into());
+        jsonwebtoken::encode(
+            &header,
+            &claims(&issuer.url, "alice", &["eng"]),
+            &EncodingKey::from_secret(rsa.public_pem.as_bytes()),
+        )
+        .unwrap()
+    };
+    let alg_none = format!(
+        "{}.{}.",
+        b64(br#"{"alg":"none","typ":"JWT"}"#),
+        b64(claims(&issuer.url, "alice", &["eng"])
+            .to_string()
+            .as_bytes())
+    );
+    struct Case {
+        name: &'static str,
+        authorization: Option<String>,
+        query: Option<String>,
+        status: u16,
+        error: Option<&'static str>,
+    }
+    let bearer = |t: &str| Some(format!("Bearer {t}"));
+    let cases = vec![
+        Case {
+            name: "no token",
+            authorization: None,
+            query: None,
+            status: 401,
+            error: None,
+        },
+        Case {
+            name: "not a bearer scheme",
+            authorization: Some("Basic YWxpY2U6c2VjcmV0".into()),
+            query: None,
+            status: 401,
+            error: None,
+        },
+        Case {
+            name: "malformed",
+            authorization: bearer("not.a.jwt"),
+            query: None,
+            status: 401,
+            error: Some("invalid_token"),
+        },
+        Case {
+            name: "alg none",
+            authorization: bearer(&alg_none),
+            query: None,
+            status: 401,
+            error: Some("invalid_token"),
+        },
+        Case {
+            name: "HS256 signed with the public key",
+            authorization: bearer(&hs256_with_public_key),
+            query: None,
+            status: 401,
+            error: Some("invalid_token"),
+        },
+        Case {
+            name: "unknown kid",
+            authorization: bearer(&foreign.sign(&claims(&issuer.url, "alice", &["eng"]))),
+            query: None,
+            status: 401,
+            error: Some("invalid_token"),
+        },
+        Case {
+            name: "tampered payload",
+            authorization: bearer(&tampered_parts.join(".")),
+            query: None,
+            status: 401,
+            error: Some("invalid_token"),
+        },
+        Case {
+            name: "wrong iss",
+            authorization: bearer(&with(&|c| c["iss"] = json!("https://evil.example"))),
+            query: None,
+            status: 401,
+            error: Some("invalid_token"),
+        },
+        Case {
+            name: "wrong aud",
+            authorization: bearer(&with(&|c| c["aud"] = json!("https://other.example/mcp"))),
+            query: None,
+            status: 401,
+            error: Some("invalid_token"),
+        },
+        Case {
+            name: "expired",
+            authorization: bearer(&with(&|c| {
+                c["iat"] = json!(now() - 900);
+                c["exp"] = json!(now() - 120)
+            })),
+            query: None,
+            status: 401,
+            error: Some("invalid_token"),
+        },
+        Case {
+            name: "not yet valid",
+            authorization: bearer(&with(&|c| c["nbf"] = json!(now() + 300))),
+            query: None,
+            status: 401,
+            error: Some("invalid_token"),
+        },
+        Case {
+            name: "lives too long",
+            authorization: bearer(&with(&|c| c["exp"] = json!(now() + 86400))),
+            query: None,
+            status: 401,
+            error: Some("invalid_token"),
+        },
+        Case {
+            name: "missing scope",
+            authorization: bearer(&with(&|c| c["scope"] = json!("openid"))),
+            query: None,
+            status: 403,
+            error: Some("insufficient_scope"),
+        },
+        Case {
+            name: "token in the query string",
+            authorization: None,
+            query: Some(format!("access_token={alice}")),
+            status: 400,
+            error: Some("invalid_request"),
+        },
+    ];
+    for case in &cases {
+        let target = match &case.query {
+            Some(q) => format!("{url}?{q}"),
+            None => url.clone(),
+        };
+        let mut request = client
+            .post(&target)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream");
+        if let Some(a) = &case.authorization {
+            request = request.header("authorization", a);
+        }
+        let response = request.body(INITIALIZE).send().unwrap();
+        assert_eq!(response.status().as_u16(), case.status, "{}", case.name);
+        let challenge = response.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            challenge.starts_with(&format!("Bearer resource_metadata=\"{METADATA_URL}\"")),
+            "{}: {challenge}",
+            case.name
+        );
+        assert!(
+            challenge.contains(&format!("scope=\"{SCOPE}\"")),
+            "{}: {challenge}",
+            case.name
+        );
+        match case.error {
+            Some(error) => assert!(
+                challenge.contains(&format!("error=\"{error}\"")),
+                "{}: {challenge}",
+                case.name
+            ),
+            None => assert!(!challenge.contains("error="), "{}: {challenge}", case.name),
+        }
+    }
+
+    // Per-tool access by claims: eng sees everything exposed, contractors lose delete_*, and a
+    // caller no rule matches sees nothing (default deny once rules exist).
+    let bob = rsa.sign(&claims(&issuer.url, "bob", &["eng", "contractors"]));
+    let carol = rsa.sign(&claims(&issuer.url, "carol", &[]));
+    let alice_session = open_session(&client, &url, &alice);
+    let bob_session = open_session(&client, &url, &bob);
+    let carol_session = open_session(&client, &url, &carol);
+    assert_eq!(
+        tool_names(&client, &url, &alice, &alice_session),
+        ["add", "count", "delete_repo", "echo"]
+    );
+    assert_eq!(
+        tool_names(&client, &url, &bob, &bob_session),
+        ["add", "count", "echo"]
+    );
+    assert!(tool_names(&client, &url, &carol, &carol_session).is_empty());
+    let call_delete = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"delete_repo","arguments":{"name":"x"}}}"#;
+    let denied = result_of(post(
+        &client,
+        &url,
+        Some(&bob),
+        Some(&bob_session),
+        call_delete,
+    ));
+    assert_eq!(denied["error"]["code"], -32001);
+    assert!(
+        !denied["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("rules"),
+        "no internals: {denied}"
+    );
+    let allowed = result_of(post(
+        &client,
+        &url,
+        Some(&alice),
+        Some(&alice_session),
+        call_delete,
+    ));
+    assert_eq!(allowed["result"]["content"][0]["text"], "deleted x");
+
+    // A session is bound to its subject: bob cannot use alice's.
+    assert_eq!(
+        post(
+            &client,
+            &url,
+            Some(&bob),
+            Some(&alice_session),
+            r#"{"jsonrpc":"2.0","id":4,"method":"tools/list"}"#
+        )
+        .status(),
+        404
+    );
+
+    // The official client works with a token, in both eras.
+    let legacy = python_client(&url, "legacy", "fastmcp", Some(&alice));
+    assert_eq!(legacy["echo"][0], "hello through the gateway");
+    let modern = python_client(&url, "auto", "fastmcp", Some(&alice));
+    assert_eq!(modern["protocolVersion"], "2026-07-28");
+
+    // Audit lines name the subject, client and deciding rule.
+    let audit = gateway.audit_lines();
+    let deny_line: Value = serde_json::from_str(
+        audit
+            .iter()
+            .find(|l| l.contains("\"decision\":\"deny\""))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(deny_line["subject"], "bob");
+    assert_eq!(deny_line["clientId"], "test-client");
+    assert_eq!(deny_line["decidedBy"], "authorization.rules[1]");
+    assert!(
+        audit.iter().all(|l| !l.contains(&alice)),
+        "a token leaked into the audit log"
+    );
+
+    // The upstream never saw an Authorization header.
+    let seen = std::fs::read_to_string(&header_log).unwrap();
+    assert!(
+        seen.lines().count() > 20,
+        "the header log recorded the traffic"
+    );
+    assert!(
+        seen.split_whitespace().all(|h| h != "authorization"),
+        "{seen}"
+    );
+}
