@@ -489,3 +489,29 @@ fn unauthenticated_gateway_refuses_a_public_address_unless_allowed() {
     );
     assert!(stderr.contains("--allow-unauthenticated"), "{stderr}");
 }
+
+#[test]
+fn the_documented_configuration_example_is_accepted() {
+    let path = common::repo().join("docs/gateway-config.yaml");
+    let config = mcp_operator::gateway::load_config(&path).unwrap();
+    mcp_operator::gateway::check_exposure(&config, false).unwrap();
+    let options = mcp_operator::gateway::GatewayOptions::default();
+    mcp_operator::gateway::build(&config, &options, Box::new(std::io::sink())).unwrap();
+    assert_eq!(config.authorization.rules.len(), 3);
+    // And every gateway document `render` produces for the examples is one the gateway reads.
+    let rendered = common::run(&["render", "-f", "examples/", "-o", "json"]);
+    assert!(rendered.status.success());
+    let objects: Value = serde_json::from_slice(&rendered.stdout).unwrap();
+    let documents: Vec<&str> = objects["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o["data"]["gateway.yaml"].as_str())
+        .collect();
+    assert!(documents.len() >= 3);
+    let dir = tempfile::tempdir().unwrap();
+    for (i, document) in documents.iter().enumerate() {
+        let file = common::write(dir.path(), &format!("{i}.yaml"), document);
+        mcp_operator::gateway::load_config(&file).unwrap();
+    }
+}

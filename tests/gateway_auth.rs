@@ -6,14 +6,13 @@
 
 mod common;
 mod gateway_support;
+#[path = "gateway_support/issuer.rs"]
+mod issuer;
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::Ordering;
 
 use gateway_support::*;
-use jsonwebtoken::jwk::Jwk;
+use issuer::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use mcp_operator::api::common::{RuleAction, SubjectMatcher, ToolAccessRule};
 use mcp_operator::api::gateway_config::{GatewayAuthentication, GatewayConfig};
@@ -23,168 +22,11 @@ const RESOURCE: &str = "https://mcp.example.test/mcp";
 const METADATA_URL: &str = "https://mcp.example.test/.well-known/oauth-protected-resource/mcp";
 const SCOPE: &str = "mcp:tools";
 
-/// An https server for the issuer's metadata and JWKS, counting JWKS fetches.
-struct Issuer {
-    url: String,
-    jwks: Arc<Mutex<Value>>,
-    fetches: Arc<AtomicUsize>,
-    ca_file: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-fn start_issuer() -> Issuer {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let dir = tempfile::tempdir().unwrap();
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "mcp-operator test CA");
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, ca.pem()).unwrap();
-    let server_key = rcgen::KeyPair::generate().unwrap();
-    let server_cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
-        .unwrap()
-        .signed_by(&server_key, &ca)
-        .unwrap();
-    let config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![server_cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(server_key.serialize_der().into()),
-        )
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let url = format!("https://127.0.0.1:{port}");
-    let jwks = Arc::new(Mutex::new(json!({"keys": []})));
-    let fetches = Arc::new(AtomicUsize::new(0));
-    let (served_jwks, served_fetches, issuer) = (jwks.clone(), fetches.clone(), url.clone());
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            loop {
-                let (tcp, _) = listener.accept().await.unwrap();
-                let (acceptor, jwks, fetches, issuer) =
-                    (acceptor.clone(), served_jwks.clone(), served_fetches.clone(), issuer.clone());
-                tokio::spawn(async move {
-                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                    let Ok(mut tls) = acceptor.accept(tcp).await else { return };
-                    let mut request = Vec::new();
-                    let mut buffer = [0u8; 4096];
-                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match tls.read(&mut buffer).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => request.extend_from_slice(&buffer[..n]),
-                        }
-                    }
-                    let head = String::from_utf8_lossy(&request);
-                    let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
-                    let (status, body) = match path.as_str() {
-                        "/jwks.json" => {
-                            fetches.fetch_add(1, Ordering::SeqCst);
-                            ("200 OK", jwks.lock().unwrap().to_string())
-                        }
-                        "/.well-known/oauth-authorization-server" => (
-                            "200 OK",
-                            json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks.json")}).to_string(),
-                        ),
-                        _ => ("404 Not Found", "{}".to_owned()),
-                    };
-                    let response = format!(
-                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = tls.write_all(response.as_bytes()).await;
-                    let _ = tls.shutdown().await;
-                });
-            }
-        });
-    });
-    Issuer {
-        url,
-        jwks,
-        fetches,
-        ca_file,
-        _dir: dir,
-    }
-}
-
-/// A signing key and its public JWK.
-struct SigningKey {
-    kid: String,
-    alg: Algorithm,
-    key: EncodingKey,
-    public_pem: String,
-}
-
-impl SigningKey {
-    fn rsa(kid: &str) -> Self {
-        use rsa::pkcs1::{EncodeRsaPrivateKey, EncodeRsaPublicKey};
-        let private = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap();
-        let pem = private.to_pkcs1_pem(rsa::pkcs1::LineEnding::LF).unwrap();
-        let public_pem = private
-            .to_public_key()
-            .to_pkcs1_pem(rsa::pkcs1::LineEnding::LF)
-            .unwrap();
-        Self {
-            kid: kid.into(),
-            alg: Algorithm::RS256,
-            key: EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
-            public_pem,
-        }
-    }
-
-    fn ec(kid: &str) -> Self {
-        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        Self {
-            kid: kid.into(),
-            alg: Algorithm::ES256,
-            key: EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap(),
-            public_pem: pair.public_key_pem(),
-        }
-    }
-
-    fn jwk(&self) -> Value {
-        let mut jwk =
-            serde_json::to_value(Jwk::from_encoding_key(&self.key, self.alg).unwrap()).unwrap();
-        jwk["kid"] = json!(self.kid);
-        jwk["use"] = json!("sig");
-        jwk
-    }
-
-    fn sign(&self, claims: &Value) -> String {
-        let mut header = Header::new(self.alg);
-        header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, claims, &self.key).unwrap()
-    }
-}
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
 fn claims(issuer: &str, sub: &str, groups: &[&str]) -> Value {
     json!({
         "iss": issuer, "sub": sub, "aud": RESOURCE, "scope": format!("openid {SCOPE}"),
         "groups": groups, "iat": now(), "exp": now() + 600, "client_id": "test-client",
     })
-}
-
-fn b64(bytes: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 fn auth_config(issuer: &Issuer, upstream_port: u16) -> GatewayConfig {

@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value, json};
+use sha2::Digest as _;
 use tokio::sync::{Mutex, RwLock};
 
 use super::access::Principal;
@@ -340,8 +341,59 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     message
 }
 
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Most tokens remembered as verified; past it the memory is cleared.
+const VERIFIED_TOKENS: usize = 10_000;
+/// Longest a verified token is trusted without checking its signature again.
+const VERIFIED_TTL_SECONDS: i64 = 60;
+
+struct Verified {
+    principal: Principal,
+    generation: u64,
+    until: i64,
+}
+
+/// Tokens whose signature and claims were checked, by SHA-256, so a client's every request does
+/// not pay for a signature check. An entry lasts until the token expires (at most a minute) and
+/// only while the same keys are loaded, so a rotated-out key stops its tokens at once.
+#[derive(Default)]
+struct VerifiedTokens(std::sync::Mutex<HashMap<[u8; 32], Verified>>);
+
+impl VerifiedTokens {
+    fn lookup(&self, digest: &[u8; 32], generation: u64, now: i64) -> Option<Principal> {
+        let cache = self.0.lock().ok()?;
+        let entry = cache.get(digest)?;
+        (entry.generation == generation && now < entry.until).then(|| entry.principal.clone())
+    }
+
+    fn remember(&self, digest: [u8; 32], generation: u64, exp: i64, principal: &Principal) {
+        let Ok(mut cache) = self.0.lock() else {
+            return;
+        };
+        if cache.len() >= VERIFIED_TOKENS {
+            cache.clear();
+        }
+        let until = exp.min(unix_now() + VERIFIED_TTL_SECONDS);
+        cache.insert(
+            digest,
+            Verified {
+                principal: principal.clone(),
+                generation,
+                until,
+            },
+        );
+    }
+}
+
 /// Validates bearer tokens for one protected resource.
 pub struct Authenticator {
+    verified: VerifiedTokens,
     issuer: String,
     audiences: Vec<String>,
     required_scopes: Vec<String>,
@@ -399,6 +451,7 @@ impl Authenticator {
             audiences.push(identity.resource.clone());
         }
         Ok(Some(Self {
+            verified: VerifiedTokens::default(),
             issuer: auth.issuer.clone(),
             audiences,
             required_scopes: auth.required_scopes.clone(),
@@ -464,8 +517,17 @@ impl Authenticator {
             return Err(AuthError::InQuery);
         }
         let token = bearer_token(headers)?;
+        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let generation = self.jwks.keys.read().await.generation;
+        let now = unix_now();
+        if let Some(principal) = self.verified.lookup(&digest, generation, now) {
+            return Ok(principal);
+        }
         let claims = self.verify(token).await?;
-        self.principal(&claims)
+        let principal = self.principal(&claims)?;
+        let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(now);
+        self.verified.remember(digest, generation, exp, &principal);
+        Ok(principal)
     }
 
     async fn verify(&self, token: &str) -> Result<Map<String, Value>, AuthError> {

@@ -1,0 +1,521 @@
+//! What the gateway adds to a `tools/call`, against the plain proxy hop nginx adds, in one run,
+//! interleaved, on one machine; plus the gateway's memory idle and with 1,000 open sessions, and
+//! the official Python SDK server as a realistic upstream.
+//!
+//! Run: `cargo bench --bench gateway_latency` (needs nginx on PATH or in /usr/sbin, and the
+//! Python SDK in .venv as `scripts/test.sh` installs it). Optional argument: seconds per
+//! measurement slice (default 2).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../tests/gateway_support/issuer.rs"]
+mod issuer;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::http::HeaderMap;
+use mcp_operator::api::common::{RuleAction, SubjectMatcher, ToolAccessRule};
+use mcp_operator::api::gateway_config::{GatewayAuthentication, Upstream};
+use serde_json::{Value, json};
+
+const RESOURCE: &str = "https://bench.example.test/mcp";
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        // SIGTERM, so nginx's master stops its workers too.
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+/// The fast upstream: answers initialize (with a session id), tools/list and an echo tool.
+async fn fast_upstream(headers: HeaderMap, body: axum::body::Bytes) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let _ = headers;
+    let Ok(message) = serde_json::from_slice::<Value>(&body) else {
+        return (axum::http::StatusCode::BAD_REQUEST, "bad json").into_response();
+    };
+    let id = message.get("id").cloned();
+    let method = message["method"].as_str().unwrap_or("");
+    let Some(id) = id else {
+        return axum::http::StatusCode::ACCEPTED.into_response();
+    };
+    let result = match method {
+        "initialize" => {
+            json!({"protocolVersion": "2025-11-25", "capabilities": {"tools": {}}, "serverInfo": {"name": "fast", "version": "1"}})
+        }
+        "tools/list" => {
+            json!({"tools": [{"name": "echo", "description": "Echo the text.", "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}}]})
+        }
+        "tools/call" => {
+            json!({"content": [{"type": "text", "text": message["params"]["arguments"]["text"]}], "isError": false})
+        }
+        _ => json!({}),
+    };
+    let body = json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string();
+    let mut response = (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response();
+    if method == "initialize" {
+        let session = format!("{:032x}", fastrand::u128(..));
+        response
+            .headers_mut()
+            .insert("mcp-session-id", session.parse().unwrap());
+    }
+    response
+}
+
+fn start_fast_upstream() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let app = axum::Router::new().route("/mcp", axum::routing::post(fast_upstream));
+            axum::serve(tokio::net::TcpListener::from_std(listener).unwrap(), app)
+                .await
+                .unwrap();
+        });
+    });
+    address
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_nginx(dir: &Path, upstream: SocketAddr) -> (Killed, SocketAddr) {
+    let port = free_port();
+    let d = dir.display();
+    let conf = format!(
+        "worker_processes 2;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log warn;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+           upstream mcp {{ server {upstream}; keepalive 128; }}\n\
+           server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://mcp;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_buffering off;\n    }}\n  }}\n}}\n"
+    );
+    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+    let nginx = ["nginx", "/usr/sbin/nginx"]
+        .into_iter()
+        .find(|n| {
+            Command::new(n)
+                .arg("-v")
+                .stderr(Stdio::null())
+                .status()
+                .is_ok()
+        })
+        .expect("nginx is not installed (apt-get install nginx-light)");
+    let child = Command::new(nginx)
+        .arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .arg("-e")
+        .arg(dir.join("nginx-error.log"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_for_port(address);
+    (Killed(child), address)
+}
+
+fn wait_for_port(address: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(address).is_err() {
+        assert!(Instant::now() < deadline, "{address} never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn start_gateway(
+    dir: &Path,
+    name: &str,
+    upstream: &str,
+    issuer: &issuer::Issuer,
+) -> (Killed, SocketAddr, SocketAddr) {
+    let mut config = mcp_operator::gateway::local_config(
+        "127.0.0.1:0",
+        Upstream::StreamableHttp {
+            url: upstream.to_owned(),
+        },
+    );
+    config.admin_listen = "127.0.0.1:0".into();
+    config.resource = RESOURCE.into();
+    config.authentication = Some(GatewayAuthentication {
+        issuer: issuer.url.clone(),
+        jwks_uri: Some(format!("{}/jwks.json", issuer.url)),
+        audiences: vec![RESOURCE.into()],
+        required_scopes: vec!["mcp:tools".into()],
+        groups_claim: "groups".into(),
+        max_token_lifetime_seconds: None,
+    });
+    config.authorization.rules = vec![ToolAccessRule {
+        tools: vec!["*".into()],
+        subjects: SubjectMatcher {
+            groups: vec!["eng".into()],
+            ..SubjectMatcher::default()
+        },
+        action: RuleAction::Allow,
+    }];
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, serde_json::to_string(&config).unwrap()).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-operator"))
+        .args(["gateway", "--log-format", "json", "--config"])
+        .arg(&path)
+        .arg("--audit-log")
+        .arg(dir.join(format!("{name}-audit.log")))
+        .env("SSL_CERT_FILE", &issuer.ca_file)
+        .env("RUST_LOG", "warn,mcp_operator::gateway=info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<Value>(&line)
+                && v["fields"]["message"] == "gateway listening"
+            {
+                let _ = tx.send((
+                    v["fields"]["listen"].as_str().unwrap().parse().unwrap(),
+                    v["fields"]["admin"].as_str().unwrap().parse().unwrap(),
+                ));
+            }
+        }
+    });
+    let (listen, admin): (SocketAddr, SocketAddr) =
+        rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = reqwest::blocking::get(format!("http://{admin}/readyz"))
+            .map(|r| r.status().is_success())
+            .unwrap_or(false);
+        if ready {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the gateway never became ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (Killed(child), listen, admin)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[derive(Clone)]
+struct Target {
+    name: &'static str,
+    url: String,
+    token: Option<String>,
+}
+
+async fn open_session(client: &reqwest::Client, target: &Target) -> Option<String> {
+    let mut request = client
+        .post(&target.url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"bench","version":"1"}}}"#);
+    if let Some(token) = &target.token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    assert!(
+        response.status().is_success(),
+        "{}: initialize {}",
+        target.name,
+        response.status()
+    );
+    let session = response
+        .headers()
+        .get("mcp-session-id")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let _ = response.bytes().await;
+    let mut note = client
+        .post(&target.url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .body(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+    if let Some(token) = &target.token {
+        note = note.bearer_auth(token);
+    }
+    if let Some(s) = &session {
+        note = note.header("mcp-session-id", s);
+    }
+    let _ = note.send().await.unwrap().bytes().await;
+    session
+}
+
+/// `clients` workers each calling echo back to back for `slice`; latencies in microseconds.
+async fn measure(target: &Target, clients: usize, slice: Duration) -> (Vec<u32>, f64) {
+    let mut workers = Vec::new();
+    let started = Instant::now();
+    for worker in 0..clients {
+        let target = target.clone();
+        workers.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder().http1_only().pool_max_idle_per_host(1).build().unwrap();
+            let session = open_session(&client, &target).await;
+            let mut latencies = Vec::new();
+            let begin = Instant::now();
+            let mut id = (worker as u64) << 32;
+            while begin.elapsed() < slice {
+                id += 1;
+                let body = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"echo","arguments":{{"text":"ping {id}"}}}}}}"#);
+                let mut request = client
+                    .post(&target.url)
+                    .header("content-type", "application/json")
+                    .header("accept", "application/json, text/event-stream")
+                    .header("mcp-protocol-version", "2025-11-25")
+                    .body(body);
+                if let Some(token) = &target.token {
+                    request = request.bearer_auth(token);
+                }
+                if let Some(s) = &session {
+                    request = request.header("mcp-session-id", s);
+                }
+                let t = Instant::now();
+                let response = request.send().await.unwrap();
+                let ok = response.status().is_success();
+                let bytes = response.bytes().await.unwrap();
+                assert!(ok && bytes.windows(4).any(|w| w == b"ping"), "{}: bad answer", target.name);
+                latencies.push(t.elapsed().as_micros() as u32);
+            }
+            latencies
+        }));
+    }
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await.unwrap());
+    }
+    let rps = all.len() as f64 / started.elapsed().as_secs_f64();
+    (all, rps)
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index] as f64 / 1000.0
+}
+
+struct Summary {
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    rps: f64,
+}
+
+fn summarize(mut latencies: Vec<u32>, rps_samples: &[f64]) -> Summary {
+    latencies.sort_unstable();
+    Summary {
+        p50: percentile(&latencies, 0.5),
+        p90: percentile(&latencies, 0.9),
+        p99: percentile(&latencies, 0.99),
+        rps: rps_samples.iter().sum::<f64>() / rps_samples.len() as f64,
+    }
+}
+
+fn venv_python() -> PathBuf {
+    let venv = std::env::var_os("MCP_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv"));
+    venv.join("bin/python")
+}
+
+fn main() {
+    let slice = Duration::from_secs(
+        std::env::args()
+            .skip(1)
+            .find_map(|a| a.parse().ok())
+            .unwrap_or(2),
+    );
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = issuer::start_issuer();
+    let key = issuer::SigningKey::ec("bench");
+    *issuer.jwks.lock().unwrap() = json!({"keys": [key.jwk()]});
+    let token = key.sign(&json!({"iss": issuer.url, "sub": "bench", "aud": RESOURCE, "scope": "mcp:tools", "groups": ["eng"], "iat": issuer::now(), "exp": issuer::now() + 3600}));
+
+    let upstream = start_fast_upstream();
+    wait_for_port(upstream);
+    let (_nginx, nginx) = start_nginx(dir.path(), upstream);
+    let (gateway, listen, _admin) = start_gateway(
+        dir.path(),
+        "fast",
+        &format!("http://{upstream}/mcp"),
+        &issuer,
+    );
+    let targets = [
+        Target {
+            name: "direct",
+            url: format!("http://{upstream}/mcp"),
+            token: None,
+        },
+        Target {
+            name: "nginx",
+            url: format!("http://{nginx}/mcp"),
+            token: None,
+        },
+        Target {
+            name: "gateway",
+            url: format!("http://{listen}/mcp"),
+            token: Some(token.clone()),
+        },
+    ];
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    println!(
+        "# gateway_latency: {} s slices, 3 interleaved rounds per target and concurrency\n",
+        slice.as_secs()
+    );
+    let mut results: Vec<(usize, &'static str, Summary)> = Vec::new();
+    for clients in [1usize, 32] {
+        for target in &targets {
+            runtime.block_on(measure(target, clients, Duration::from_millis(500))); // warm-up
+        }
+        let mut latencies: Vec<Vec<u32>> = vec![Vec::new(); targets.len()];
+        let mut rps: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
+        for _round in 0..3 {
+            for (i, target) in targets.iter().enumerate() {
+                let (l, r) = runtime.block_on(measure(target, clients, slice));
+                latencies[i].extend(l);
+                rps[i].push(r);
+            }
+        }
+        for (i, target) in targets.iter().enumerate() {
+            results.push((
+                clients,
+                target.name,
+                summarize(std::mem::take(&mut latencies[i]), &rps[i]),
+            ));
+        }
+    }
+    println!("| clients | path | p50 ms | p90 ms | p99 ms | requests/s |");
+    println!("|---|---|---|---|---|---|");
+    for (clients, name, s) in &results {
+        println!(
+            "| {clients} | {name} | {:.3} | {:.3} | {:.3} | {:.0} |",
+            s.p50, s.p90, s.p99, s.rps
+        );
+    }
+    println!();
+    for clients in [1usize, 32] {
+        let get = |name: &str| {
+            &results
+                .iter()
+                .find(|(c, n, _)| *c == clients && *n == name)
+                .unwrap()
+                .2
+        };
+        let (direct, nginx, gateway) = (get("direct"), get("nginx"), get("gateway"));
+        let added = |s: &Summary, d: &Summary| (s.p50 - d.p50, s.p99 - d.p99);
+        let (n50, n99) = added(nginx, direct);
+        let (g50, g99) = added(gateway, direct);
+        println!(
+            "- {clients} client(s): added p50 gateway {g50:.3} ms vs nginx {n50:.3} ms (ratio {:.2}, target ≤ 1.5); added p99 gateway {g99:.3} ms vs nginx {n99:.3} ms (ratio {:.2}, target ≤ 2); throughput gateway/nginx {:.2} (target ≥ 0.7 at 32)",
+            g50 / n50,
+            g99 / n99,
+            gateway.rps / nginx.rps
+        );
+    }
+
+    // Memory: idle, then with 1,000 open sessions.
+    let pid = gateway.0.id();
+    let idle = rss_kib(pid);
+    runtime.block_on(async {
+        let client = reqwest::Client::builder().http1_only().build().unwrap();
+        for _ in 0..1000 {
+            open_session(&client, &targets[2])
+                .await
+                .expect("the gateway passes the session id");
+        }
+    });
+    let with_sessions = rss_kib(pid);
+    println!(
+        "- gateway RSS idle {idle} KiB, with 1,000 open sessions {with_sessions} KiB: {:.2} KiB per session (target ≤ 16)",
+        (with_sessions.saturating_sub(idle)) as f64 / 1000.0
+    );
+
+    // A realistic upstream: the official Python SDK server, direct and through the gateway.
+    let mut python = Command::new(venv_python())
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/fastmcp_server.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the Python SDK is installed in .venv (scripts/test.sh)");
+    let mut line = String::new();
+    BufReader::new(python.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _python = Killed(python);
+    let python_url = format!(
+        "http://127.0.0.1:{}/mcp",
+        line.trim().strip_prefix("PORT ").unwrap()
+    );
+    let (_py_gateway, py_listen, _) = start_gateway(dir.path(), "python", &python_url, &issuer);
+    let py_targets = [
+        Target {
+            name: "python direct",
+            url: python_url.clone(),
+            token: None,
+        },
+        Target {
+            name: "python via gateway",
+            url: format!("http://{py_listen}/mcp"),
+            token: Some(token),
+        },
+    ];
+    let mut py_latencies = vec![Vec::new(), Vec::new()];
+    for target in &py_targets {
+        runtime.block_on(measure(target, 1, Duration::from_millis(500)));
+    }
+    for _round in 0..3 {
+        for (i, target) in py_targets.iter().enumerate() {
+            py_latencies[i].extend(runtime.block_on(measure(target, 1, slice)).0);
+        }
+    }
+    let direct = summarize(std::mem::take(&mut py_latencies[0]), &[1.0]);
+    let via = summarize(std::mem::take(&mut py_latencies[1]), &[1.0]);
+    println!(
+        "- Python SDK upstream, 1 client: p50 direct {:.3} ms, through the gateway {:.3} ms: ratio {:.3} (target ≤ 1.10); p99 {:.3} / {:.3} ms",
+        direct.p50,
+        via.p50,
+        via.p50 / direct.p50,
+        direct.p99,
+        via.p99
+    );
+}
