@@ -499,7 +499,7 @@ fn main() {
             token: Some(token),
         },
     ];
-    let mut py_latencies = vec![Vec::new(), Vec::new()];
+    let mut py_latencies = [Vec::new(), Vec::new()];
     for target in &py_targets {
         runtime.block_on(measure(target, 1, Duration::from_millis(500)));
     }
