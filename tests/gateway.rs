@@ -379,8 +379,14 @@ fn rate_limits_answer_429_with_retry_after() {
             .send()
             .unwrap()
     };
-    assert_eq!(call().status(), 200);
-    assert_eq!(call().status(), 200);
+    // Read each answer to its end, so each call is complete (and audited) before the next.
+    let answered = |response: reqwest::blocking::Response| {
+        let status = response.status();
+        response.text().unwrap();
+        status
+    };
+    assert_eq!(answered(call()), 200);
+    assert_eq!(answered(call()), 200);
     let limited = call();
     assert_eq!(limited.status(), 429);
     let retry: u64 = limited.headers()["retry-after"]

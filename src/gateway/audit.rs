@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
-use super::inventory::sha256_hex;
+use crate::builders::gateway::sha256_hex;
 
 /// `prev` of the first line.
 pub const CHAIN_START: &str = "0000000000000000000000000000000000000000000000000000000000000000";

@@ -14,6 +14,7 @@ use sha2::Digest as _;
 use tokio::sync::{Mutex, RwLock};
 
 use super::access::Principal;
+use super::error_chain;
 use crate::api::gateway_config::GatewayConfig;
 
 /// Well-known path of the protected-resource metadata (RFC 9728).
@@ -330,17 +331,6 @@ fn discovery_urls(issuer: &str) -> Vec<String> {
     urls
 }
 
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
-}
-
 fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -482,17 +472,6 @@ impl Authenticator {
     /// Scopes every token must carry, for challenges.
     pub fn required_scopes(&self) -> &[String] {
         &self.required_scopes
-    }
-
-    /// How many times keys were fetched (for health output and tests).
-    pub fn jwks_fetches(&self) -> u64 {
-        self.jwks.fetches.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Whether keys have been loaded.
-    pub async fn has_keys(&self) -> bool {
-        let keys = self.jwks.keys.read().await;
-        !keys.by_kid.is_empty() || !keys.without_kid.is_empty()
     }
 
     /// Fetch the keys now (start-up and periodic refresh).

@@ -7,9 +7,9 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use super::access::{AccessPolicy, Principal};
+use crate::builders::gateway::sha256_hex;
 
 /// One tool as the upstream defines it.
 pub struct ToolRecord {
@@ -26,21 +26,7 @@ pub struct ToolRecord {
 /// Hex SHA-256 over the RFC 8785 canonical form of a JSON value.
 pub fn definition_hash(definition: &Value) -> String {
     let canonical = serde_json_canonicalizer::to_vec(definition).unwrap_or_default();
-    hex(&Sha256::digest(&canonical))
-}
-
-/// Hex SHA-256 of some bytes.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        let _ = write!(out, "{byte:02x}");
-    }
-    out
+    sha256_hex(&canonical)
 }
 
 /// Why arguments are refused.
@@ -165,12 +151,12 @@ impl Inventory {
     }
 }
 
-fn rfc3339(at: SystemTime) -> String {
-    let seconds = at
+/// RFC 3339 with the sub-second part, for the inventory and audit lines.
+pub fn rfc3339(at: SystemTime) -> String {
+    let since = at
         .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    k8s_openapi::jiff::Timestamp::from_second(seconds)
+        .unwrap_or_default();
+    k8s_openapi::jiff::Timestamp::new(since.as_secs() as i64, since.subsec_nanos() as i32)
         .map(|t| t.to_string())
         .unwrap_or_default()
 }

@@ -97,6 +97,18 @@ pub enum GatewayError {
     },
 }
 
+/// An error with its causes, `outer: inner: ...` (HTTP client errors hide the useful part).
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
 /// Read and check a configuration document.
 pub fn load_config(path: &Path) -> Result<GatewayConfig, GatewayError> {
     let shown = path.display().to_string();

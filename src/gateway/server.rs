@@ -21,7 +21,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use super::access::{AccessPolicy, Principal};
 use super::audit::{AuditLog, AuditRecord};
 use super::auth::{AuthError, Authenticator, PROTECTED_RESOURCE_PATH};
-use super::inventory::{Inventory, ToolRecord, definition_hash, filter_tools_result, sha256_hex};
+use super::inventory::{Inventory, ToolRecord, definition_hash, filter_tools_result, rfc3339};
 use super::limits::RateLimits;
 use super::metrics::{Metrics, decision};
 use super::protocol::{
@@ -31,6 +31,7 @@ use super::protocol::{
 };
 use super::sessions::Sessions;
 use super::upstream::{Forward, Reply, ReplyBody, SseEvent, Upstream, UpstreamError};
+use crate::builders::gateway::sha256_hex;
 
 /// Whether the upstream has been seen to issue session ids: unknown, yes, no.
 const SESSIONS_UNKNOWN: u8 = 0;
@@ -320,15 +321,6 @@ fn parent_context(headers: &HeaderMap) -> opentelemetry::Context {
     opentelemetry::global::get_text_map_propagator(|p| p.extract(&Extractor(headers)))
 }
 
-fn now_rfc3339() -> String {
-    let at = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    k8s_openapi::jiff::Timestamp::new(at.as_secs() as i64, at.subsec_nanos() as i32)
-        .map(|t| t.to_string())
-        .unwrap_or_default()
-}
-
 /// The audit record of a request in flight; written once, when the answer ends or fails.
 struct Audit {
     gateway: Arc<Gateway>,
@@ -361,56 +353,62 @@ impl Drop for Audit {
     }
 }
 
+/// An answer sent before the request body was read: the connection cannot carry another
+/// request (the unread body is still on it), so tell the client not to reuse it.
+fn closing(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
 fn is_audited(method: &str) -> bool {
     matches!(method, "tools/call" | "prompts/get" | "resources/read")
 }
 
 async fn post(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
     let started = Instant::now();
-    if let Err(r) = gateway.check_origin(request.headers()) {
+    let (parts, request_body) = request.into_parts();
+    let headers = parts.headers;
+    if let Err(r) = gateway.check_origin(&headers) {
         gateway.metrics.request("", decision::INVALID);
-        return reject(&r, None);
+        return closing(reject(&r, None));
     }
-    let query = request.uri().query().map(str::to_owned);
-    let principal = match gateway
-        .authenticate(request.headers(), query.as_deref())
-        .await
-    {
+    let principal = match gateway.authenticate(&headers, parts.uri.query()).await {
         Ok(p) => p,
         Err(response) => {
             gateway.metrics.request("", decision::UNAUTHENTICATED);
-            return response;
+            return closing(response);
         }
     };
-    let headers = request.headers().clone();
     let invalid = |r: Rejection, id: Option<&RequestId>, method: &str| {
         gateway.metrics.request(method, decision::INVALID);
         reject(&r, id)
     };
     if !protocol::is_json_content(&headers) {
-        return invalid(
+        return closing(invalid(
             Rejection::http(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "Content-Type must be application/json",
             ),
             None,
             "",
-        );
+        ));
     }
     let (accepts_json, accepts_sse) = protocol::accepts(&headers);
     if !accepts_json && !accepts_sse {
-        return invalid(
+        return closing(invalid(
             Rejection::http(
                 StatusCode::NOT_ACCEPTABLE,
                 "Accept must list application/json and text/event-stream",
             ),
             None,
             "",
-        );
+        ));
     }
     let era = match protocol::era(&headers) {
         Ok(era) => era,
-        Err(r) => return invalid(r, None, ""),
+        Err(r) => return closing(invalid(r, None, "")),
     };
     let too_large = || {
         Rejection::rpc(
@@ -424,11 +422,11 @@ async fn post(State(gateway): State<Arc<Gateway>>, request: Request) -> Response
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > gateway.max_body as u64) {
-        return invalid(too_large(), None, "");
+        return closing(invalid(too_large(), None, ""));
     }
-    let body = match axum::body::to_bytes(request.into_body(), gateway.max_body).await {
+    let body = match axum::body::to_bytes(request_body, gateway.max_body).await {
         Ok(body) => body,
-        Err(_) => return invalid(too_large(), None, ""),
+        Err(_) => return closing(invalid(too_large(), None, "")),
     };
     let message = match protocol::parse_message(&body) {
         Ok(m) => m,
@@ -502,261 +500,216 @@ async fn post(State(gateway): State<Arc<Gateway>>, request: Request) -> Response
     {
         span.record("gen_ai.tool.name", t.as_str());
     }
-    handle_message(
-        gateway.clone(),
-        HandleInput {
+    let request_span = span.clone();
+    async move {
+        let is_request = id.is_some();
+        let mut audit = Audit {
+            gateway: gateway.clone(),
+            record: (is_request && is_audited(&method)).then(|| AuditRecord {
+                time: rfc3339(SystemTime::now()),
+                server: gateway.server.clone(),
+                method: method.clone(),
+                subject: principal.subject.clone(),
+                client_id: principal.client_id.clone(),
+                session: hashed_session.clone(),
+                target: target.clone(),
+                tool_sha256: None,
+                arguments_sha256: message
+                    .params()
+                    .and_then(|p| p.get("arguments"))
+                    .map(definition_hash),
+                decision: decision::ALLOW,
+                decided_by: String::new(),
+                latency_ms: 0.0,
+                trace_id: trace_id(&span, &headers),
+            }),
             started,
-            principal,
-            headers,
-            body,
-            message,
-            method,
-            id,
-            target,
-            session_id,
-            hashed_session,
-            accepts_sse,
-            span: span.clone(),
-        },
-    )
-    .instrument(span)
-    .await
-}
-
-struct HandleInput {
-    started: Instant,
-    principal: Principal,
-    headers: HeaderMap,
-    body: Bytes,
-    message: Message,
-    method: String,
-    id: Option<RequestId>,
-    target: Option<String>,
-    session_id: Option<String>,
-    hashed_session: Option<String>,
-    accepts_sse: bool,
-    span: tracing::Span,
-}
-
-async fn handle_message(gateway: Arc<Gateway>, input: HandleInput) -> Response {
-    let HandleInput {
-        started,
-        principal,
-        headers,
-        body,
-        message,
-        method,
-        id,
-        target,
-        session_id,
-        hashed_session,
-        accepts_sse,
-        span,
-    } = input;
-    let is_request = id.is_some();
-    let mut audit = Audit {
-        gateway: gateway.clone(),
-        record: (is_request && is_audited(&method)).then(|| AuditRecord {
-            time: now_rfc3339(),
-            server: gateway.server.clone(),
             method: method.clone(),
-            subject: principal.subject.clone(),
-            client_id: principal.client_id.clone(),
-            session: hashed_session.clone(),
-            target: target.clone(),
-            tool_sha256: None,
-            arguments_sha256: message
-                .params()
-                .and_then(|p| p.get("arguments"))
-                .map(definition_hash),
-            decision: decision::ALLOW,
-            decided_by: String::new(),
-            latency_ms: 0.0,
-            trace_id: trace_id(&span, &headers),
-        }),
-        started,
-        method: method.clone(),
-    };
-    let refuse = |audit: &mut Audit,
-                  status: StatusCode,
-                  code: i64,
-                  text: &str,
-                  data: Option<Value>,
-                  decided: &'static str,
-                  by: String| {
-        span.record("mcp.decision", decided);
-        audit.finish(decided, Some(by));
-        reject(
-            &Rejection {
-                status,
-                code: Some(code),
-                message: text.to_owned(),
-                data,
-            },
-            id.as_ref(),
-        )
-    };
-
-    let tool_name = if method == "tools/call" && is_request {
-        target.clone()
-    } else {
-        None
-    };
-    if let Err(limited) = gateway.limits.check(principal.key(), tool_name.as_deref()) {
-        let mut response = refuse(
-            &mut audit,
-            StatusCode::TOO_MANY_REQUESTS,
-            codes::RATE_LIMITED,
-            &format!(
-                "Rate limit exceeded; retry after {} s",
-                limited.retry_after_seconds
-            ),
-            Some(json!({ "retryAfterSeconds": limited.retry_after_seconds })),
-            decision::RATE_LIMITED,
-            "limits.rateLimit".into(),
-        );
-        response.headers_mut().insert(
-            header::RETRY_AFTER,
-            HeaderValue::from(limited.retry_after_seconds),
-        );
-        return response;
-    }
-
-    let mut decided_by = String::from("forwarded");
-    if method == "tools/call" && is_request {
-        let Some(name) = tool_name.as_deref() else {
-            return refuse(
-                &mut audit,
-                StatusCode::OK,
-                codes::INVALID_PARAMS,
-                "tools/call needs params.name (a string)",
-                None,
-                decision::INVALID,
-                "params".into(),
-            );
         };
-        let access = gateway.policy.decide(&principal, name);
-        let tool = if access.hidden {
-            None
-        } else {
-            gateway.tool(name).await
-        };
-        let Some(tool) = tool else {
-            return refuse(
-                &mut audit,
-                StatusCode::OK,
-                codes::INVALID_PARAMS,
-                &format!("Unknown tool: {name}"),
-                None,
-                decision::INVALID,
-                if access.hidden {
-                    access.decided_by
-                } else {
-                    "inventory".into()
+        let refuse = |audit: &mut Audit,
+                      status: StatusCode,
+                      code: i64,
+                      text: &str,
+                      data: Option<Value>,
+                      decided: &'static str,
+                      by: String| {
+            span.record("mcp.decision", decided);
+            audit.finish(decided, Some(by));
+            reject(
+                &Rejection {
+                    status,
+                    code: Some(code),
+                    message: text.to_owned(),
+                    data,
                 },
-            );
+                id.as_ref(),
+            )
         };
-        if let Some(record) = audit.record.as_mut() {
-            record.tool_sha256 = Some(tool.sha256.clone());
-        }
-        if !access.allowed {
-            return refuse(
-                &mut audit,
-                StatusCode::OK,
-                codes::ACCESS_DENIED,
-                &format!("You are not allowed to call the tool {name}"),
-                None,
-                decision::DENY,
-                access.decided_by,
-            );
-        }
-        if let Err(wrong) = tool.check_arguments(message.params().and_then(|p| p.get("arguments")))
-        {
-            return refuse(
-                &mut audit,
-                StatusCode::OK,
-                codes::INVALID_PARAMS,
-                &format!("Invalid arguments for tool {name}: {wrong}"),
-                Some(json!({ "argument": wrong.pointer })),
-                decision::INVALID,
-                "inputSchema".into(),
-            );
-        }
-        decided_by = access.decided_by;
-    }
-    span.record("mcp.decision", decision::ALLOW);
 
-    let mut forward_headers = forwarded_headers(&headers);
-    forward_headers.extend(trace_headers(&span, &headers));
-    let reply = gateway
-        .upstream
-        .post(Forward {
-            body,
-            message,
-            session_id: session_id.clone(),
-            headers: forward_headers,
-            accepts_sse,
-        })
-        .await;
-    let reply = match reply {
-        Ok(reply) => reply,
-        Err(e) => {
-            gateway.metrics.upstream_error(e.kind());
-            let status = match e {
-                UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-                _ => StatusCode::BAD_GATEWAY,
-            };
-            if !is_request {
-                audit.finish(decision::ERROR, None);
-                return (status, e.to_string()).into_response();
-            }
-            return refuse(
+        let tool_name = if method == "tools/call" && is_request {
+            target.clone()
+        } else {
+            None
+        };
+        if let Err(limited) = gateway.limits.check(principal.key(), tool_name.as_deref()) {
+            let mut response = refuse(
                 &mut audit,
-                status,
-                e.code(),
-                &e.to_string(),
-                None,
-                decision::ERROR,
-                "upstream".into(),
+                StatusCode::TOO_MANY_REQUESTS,
+                codes::RATE_LIMITED,
+                &format!(
+                    "Rate limit exceeded; retry after {} s",
+                    limited.retry_after_seconds
+                ),
+                Some(json!({ "retryAfterSeconds": limited.retry_after_seconds })),
+                decision::RATE_LIMITED,
+                "limits.rateLimit".into(),
             );
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(limited.retry_after_seconds),
+            );
+            return response;
         }
-    };
-    if method == "initialize" && reply.status.is_success() {
-        match &reply.session_id {
-            Some(session) => {
-                gateway
-                    .upstream_sessions
-                    .store(SESSIONS_ISSUED, Ordering::Relaxed);
-                let open = gateway.sessions.open(session, principal.key());
-                gateway.metrics.active_sessions.set(open as i64);
+
+        let mut decided_by = String::from("forwarded");
+        if method == "tools/call" && is_request {
+            let Some(name) = tool_name.as_deref() else {
+                return refuse(
+                    &mut audit,
+                    StatusCode::OK,
+                    codes::INVALID_PARAMS,
+                    "tools/call needs params.name (a string)",
+                    None,
+                    decision::INVALID,
+                    "params".into(),
+                );
+            };
+            let access = gateway.policy.decide(&principal, name);
+            let tool = if access.hidden {
+                None
+            } else {
+                gateway.tool(name).await
+            };
+            let Some(tool) = tool else {
+                return refuse(
+                    &mut audit,
+                    StatusCode::OK,
+                    codes::INVALID_PARAMS,
+                    &format!("Unknown tool: {name}"),
+                    None,
+                    decision::INVALID,
+                    if access.hidden {
+                        access.decided_by
+                    } else {
+                        "inventory".into()
+                    },
+                );
+            };
+            if let Some(record) = audit.record.as_mut() {
+                record.tool_sha256 = Some(tool.sha256.clone());
             }
-            None => {
-                let _ = gateway.upstream_sessions.compare_exchange(
-                    SESSIONS_UNKNOWN,
-                    SESSIONS_NOT_ISSUED,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
+            if !access.allowed {
+                return refuse(
+                    &mut audit,
+                    StatusCode::OK,
+                    codes::ACCESS_DENIED,
+                    &format!("You are not allowed to call the tool {name}"),
+                    None,
+                    decision::DENY,
+                    access.decided_by,
                 );
             }
+            if let Err(wrong) =
+                tool.check_arguments(message.params().and_then(|p| p.get("arguments")))
+            {
+                return refuse(
+                    &mut audit,
+                    StatusCode::OK,
+                    codes::INVALID_PARAMS,
+                    &format!("Invalid arguments for tool {name}: {wrong}"),
+                    Some(json!({ "argument": wrong.pointer })),
+                    decision::INVALID,
+                    "inputSchema".into(),
+                );
+            }
+            decided_by = access.decided_by;
         }
+        span.record("mcp.decision", decision::ALLOW);
+
+        let mut forward_headers = forwarded_headers(&headers);
+        forward_headers.extend(trace_headers(&span, &headers));
+        let reply = gateway
+            .upstream
+            .post(Forward {
+                body,
+                message,
+                session_id: session_id.clone(),
+                headers: forward_headers,
+                accepts_sse,
+            })
+            .await;
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(e) => {
+                gateway.metrics.upstream_error(e.kind());
+                let status = match e {
+                    UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+                    _ => StatusCode::BAD_GATEWAY,
+                };
+                if !is_request {
+                    audit.finish(decision::ERROR, None);
+                    return (status, e.to_string()).into_response();
+                }
+                return refuse(
+                    &mut audit,
+                    status,
+                    e.code(),
+                    &e.to_string(),
+                    None,
+                    decision::ERROR,
+                    "upstream".into(),
+                );
+            }
+        };
+        if method == "initialize" && reply.status.is_success() {
+            match &reply.session_id {
+                Some(session) => {
+                    gateway
+                        .upstream_sessions
+                        .store(SESSIONS_ISSUED, Ordering::Relaxed);
+                    let open = gateway.sessions.open(session, principal.key());
+                    gateway.metrics.active_sessions.set(open as i64);
+                }
+                None => {
+                    let _ = gateway.upstream_sessions.compare_exchange(
+                        SESSIONS_UNKNOWN,
+                        SESSIONS_NOT_ISSUED,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
+                }
+            }
+        }
+        if reply.status == StatusCode::NOT_FOUND
+            && let Some(session) = &session_id
+        {
+            let open = gateway.sessions.close(session);
+            gateway.metrics.active_sessions.set(open as i64);
+        }
+        relay(
+            gateway,
+            reply,
+            Relay {
+                method,
+                id,
+                principal,
+                audit,
+                decided_by,
+            },
+        )
     }
-    if reply.status == StatusCode::NOT_FOUND
-        && let Some(session) = &session_id
-    {
-        let open = gateway.sessions.close(session);
-        gateway.metrics.active_sessions.set(open as i64);
-    }
-    relay(
-        gateway,
-        reply,
-        Relay {
-            method,
-            id,
-            principal,
-            audit,
-            decided_by,
-        },
-    )
+    .instrument(request_span)
+    .await
 }
 
 /// What the relay needs to rewrite and account for the answer.

@@ -300,7 +300,7 @@ impl HttpUpstream {
     ) -> Result<reqwest::Response, UpstreamError> {
         match tokio::time::timeout(self.timeout, request.send()).await {
             Err(_) => Err(UpstreamError::Timeout(self.timeout)),
-            Ok(Err(e)) => Err(UpstreamError::Unreachable(describe(&e))),
+            Ok(Err(e)) => Err(UpstreamError::Unreachable(super::error_chain(&e))),
             Ok(Ok(response)) => Ok(response),
         }
     }
@@ -358,7 +358,7 @@ impl HttpUpstream {
             while let Some(chunk) = response
                 .chunk()
                 .await
-                .map_err(|e| UpstreamError::Unreachable(describe(&e)))?
+                .map_err(|e| UpstreamError::Unreachable(super::error_chain(&e)))?
             {
                 if body.len() + chunk.len() > MAX_UPSTREAM_JSON_BYTES {
                     return Err(UpstreamError::Invalid(format!(
@@ -521,17 +521,6 @@ impl HttpUpstream {
     }
 }
 
-fn describe(error: &reqwest::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
-}
-
 fn events(response: reqwest::Response) -> EventStream {
     Box::pin(response.bytes_stream().eventsource().map(|item| {
         item.map(|e| SseEvent {
@@ -574,7 +563,6 @@ pub struct StdioUpstream {
     notifications: broadcast::Sender<Value>,
     /// Signalled when the server says its tool list changed.
     pub tools_changed: Arc<Notify>,
-    restarts: AtomicI64,
 }
 
 impl StdioUpstream {
@@ -592,13 +580,7 @@ impl StdioUpstream {
             running: watch::Sender::new(false),
             notifications: broadcast::Sender::new(256),
             tools_changed,
-            restarts: AtomicI64::new(0),
         }
-    }
-
-    /// How many times the process was started.
-    pub fn starts(&self) -> i64 {
-        self.restarts.load(Ordering::Relaxed)
     }
 
     /// Run the process until `shutdown` fires, restarting it with backoff when it exits.
@@ -606,7 +588,6 @@ impl StdioUpstream {
         let mut delay = FIRST_RESTART_DELAY;
         loop {
             let started = std::time::Instant::now();
-            self.restarts.fetch_add(1, Ordering::Relaxed);
             match self.run_once(&shutdown).await {
                 Ok(status) => tracing::warn!(%status, "the stdio MCP server exited"),
                 Err(e) => tracing::error!(error = %e, "the stdio MCP server failed"),
@@ -1065,7 +1046,7 @@ pub fn new_session_id() -> String {
             .unwrap_or_default()
             .to_le_bytes();
     }
-    super::inventory::hex(&bytes)
+    format!("{:032x}", u128::from_le_bytes(bytes))
 }
 
 #[cfg(test)]
