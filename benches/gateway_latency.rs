@@ -94,6 +94,15 @@ fn start_fast_upstream() -> SocketAddr {
     address
 }
 
+/// Worker processes of nginx and serving threads of the gateway (`GATEWAY_BENCH_WORKERS`,
+/// default 2).
+fn workers() -> usize {
+    std::env::var("GATEWAY_BENCH_WORKERS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(2)
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -105,8 +114,9 @@ fn free_port() -> u16 {
 fn start_nginx(dir: &Path, upstream: SocketAddr) -> (Killed, SocketAddr) {
     let port = free_port();
     let d = dir.display();
+    let workers = workers();
     let conf = format!(
-        "worker_processes 2;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log warn;\n\
+        "worker_processes {workers};\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log warn;\n\
          events {{ worker_connections 4096; }}\n\
          http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
            upstream mcp {{ server {upstream}; keepalive 128; }}\n\
@@ -187,6 +197,8 @@ fn start_gateway(
         .arg(dir.join(format!("{name}-audit.log")))
         .env("SSL_CERT_FILE", &issuer.ca_file)
         .env("RUST_LOG", "warn,mcp_operator::gateway=info")
+        .arg("--worker-threads")
+        .arg(workers().to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -397,6 +409,27 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    // Profiling aid: `GATEWAY_BENCH_PROFILE=SECONDS[,PATH[,CLIENTS]]` loads only one path
+    // (default gateway, 32 clients) for that long, so `perf record -p PID` sees nothing else.
+    if let Ok(profile) = std::env::var("GATEWAY_BENCH_PROFILE") {
+        let mut parts = profile.split(',');
+        let seconds: u64 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(10);
+        let path = parts.next().unwrap_or("gateway");
+        let clients: usize = parts.next().and_then(|s| s.parse().ok()).unwrap_or(32);
+        let target = targets
+            .iter()
+            .find(|t| t.name == path)
+            .expect("a path name");
+        eprintln!("gateway pid {} nginx pid {}", gateway.0.id(), _nginx.0.id());
+        let (latencies, rps) =
+            runtime.block_on(measure(target, clients, Duration::from_secs(seconds)));
+        let s = summarize(latencies, &[rps]);
+        println!(
+            "{path}, {clients} clients: p50 {:.3} ms, {:.0} requests/s",
+            s.p50, s.rps
+        );
+        return;
+    }
     println!(
         "# gateway_latency: {} s slices, 3 interleaved rounds per target and concurrency\n",
         slice.as_secs()

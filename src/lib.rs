@@ -21,3 +21,9 @@ pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod validation;
+
+/// Install rustls's `ring` provider for every HTTP client of the process (JWKS, upstreams, OTLP
+/// export). Installing twice is harmless: the second attempt keeps the first.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -131,6 +131,9 @@ struct GatewayArgs {
     /// Append audit lines to this file instead of standard output.
     #[arg(long, value_name = "PATH")]
     audit_log: Option<PathBuf>,
+    /// Threads serving MCP clients (default: the CPUs this process may use).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    worker_threads: Option<u16>,
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -304,6 +307,7 @@ async fn gateway(args: GatewayArgs) -> Result<(), String> {
         allow_unauthenticated: args.allow_unauthenticated,
         upstream_timeout: Duration::from_secs(args.upstream_timeout_seconds),
         audit_log: args.audit_log,
+        worker_threads: args.worker_threads.map(usize::from),
     };
     mcp_operator::gateway::run(options, shutdown_signal())
         .await

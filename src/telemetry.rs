@@ -4,9 +4,10 @@
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::filter::FilterExt as _;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer};
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 /// Log line format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -19,6 +20,10 @@ pub enum LogFormat {
 
 /// The environment variable that switches OTLP export on.
 pub const OTLP_ENDPOINT_VARIABLE: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+/// The target of the gateway's per-request spans. They exist for OpenTelemetry export only: log
+/// lines do not carry them, since formatting a span's fields into every log context costs more
+/// than the whole MCP check of a request.
+pub const REQUEST_SPAN_TARGET: &str = "mcp_operator::gateway::request";
 /// Default log filter when `RUST_LOG` is not set.
 /// kube_client logs every failed request itself; the controller reports them with context instead.
 const DEFAULT_FILTER: &str = "info,kube=warn,kube_client=off,hyper=warn";
@@ -51,12 +56,15 @@ pub enum TelemetryError {
 
 /// Install the global subscriber for `service` (the OpenTelemetry `service.name`).
 pub fn init(service: &'static str, format: LogFormat) -> Result<Telemetry, TelemetryError> {
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(value) => {
-            EnvFilter::try_new(value).map_err(|e| TelemetryError::Filter(e.to_string()))?
-        }
-        Err(_) => EnvFilter::new(DEFAULT_FILTER),
+    // The OTLP exporter's HTTP client uses rustls, which needs its provider before it is built.
+    crate::install_tls_provider();
+    let filter = || match std::env::var("RUST_LOG") {
+        Ok(value) => EnvFilter::try_new(value).map_err(|e| TelemetryError::Filter(e.to_string())),
+        Err(_) => Ok(EnvFilter::new(DEFAULT_FILTER)),
     };
+    let not_request_span = tracing_subscriber::filter::filter_fn(|metadata| {
+        !(metadata.is_span() && metadata.target() == REQUEST_SPAN_TARGET)
+    });
     let fmt = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
@@ -67,6 +75,10 @@ pub fn init(service: &'static str, format: LogFormat) -> Result<Telemetry, Telem
             .with_writer(std::io::stderr)
             .boxed(),
     };
+    // Per-layer filters, so a span no layer wants (a request span without export) is never
+    // built at all.
+    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> =
+        vec![fmt.with_filter(filter()?.and(not_request_span)).boxed()];
     let provider = match std::env::var(OTLP_ENDPOINT_VARIABLE) {
         Ok(endpoint) if !endpoint.is_empty() => {
             let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -88,17 +100,20 @@ pub fn init(service: &'static str, format: LogFormat) -> Result<Telemetry, Telem
         }
         _ => None,
     };
-    let otel = provider
-        .as_ref()
-        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service)));
+    if let Some(provider) = &provider {
+        layers.push(
+            tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer(service))
+                .with_filter(filter()?)
+                .boxed(),
+        );
+    }
     // W3C trace context in and out, whether or not spans are exported.
     opentelemetry::global::set_text_map_propagator(
         opentelemetry_sdk::propagation::TraceContextPropagator::new(),
     );
     tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
-        .with(otel)
+        .with(layers)
         .try_init()
         .map_err(|e| TelemetryError::Install(e.to_string()))?;
     Ok(Telemetry { provider })

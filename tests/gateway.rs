@@ -521,3 +521,122 @@ fn the_documented_configuration_example_is_accepted() {
         mcp_operator::gateway::load_config(&file).unwrap();
     }
 }
+
+/// A stand-in OTLP/HTTP collector: every request body it receives goes to the channel.
+fn otlp_collector() -> (String, std::sync::mpsc::Receiver<Vec<u8>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let app = axum::Router::new().route(
+                "/v1/traces",
+                axum::routing::post(move |body: axum::body::Bytes| {
+                    let _ = tx.send(body.to_vec());
+                    async { axum::http::StatusCode::OK }
+                }),
+            );
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    (url, rx)
+}
+
+#[test]
+fn spans_are_exported_over_otlp_and_the_trace_continues_upstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let header_log = dir.path().join("headers.log");
+    let server = fastmcp(&[], Some(&header_log));
+    let (collector, exported) = otlp_collector();
+    let gateway = start_gateway(
+        &config(http_upstream(server.port)),
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    );
+    gateway.wait_ready();
+    let client = http();
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let caller_span = "b7ad6b7169203331";
+    let post = |session: Option<&str>, body: &str| {
+        let mut request = client
+            .post(gateway.url())
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-11-25")
+            .header("traceparent", format!("00-{trace}-{caller_span}-01"));
+        if let Some(s) = session {
+            request = request.header("mcp-session-id", s);
+        }
+        request.body(body.to_owned()).send().unwrap()
+    };
+    let initialized = post(
+        None,
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#,
+    );
+    let session = initialized.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let _ = initialized.text();
+    let called = post(
+        Some(&session),
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"text":"traced"}}}"#,
+    );
+    assert!(called.text().unwrap().contains("traced"));
+
+    // The exported span: named after the call, MCP attributes, inside the caller's trace.
+    let trace_bytes: Vec<u8> = (0..16)
+        .map(|i| u8::from_str_radix(&trace[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let span = loop {
+        let body = exported
+            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            .expect("the gateway exported the tools/call span");
+        if body.windows(15).any(|w| w == b"tools/call echo") {
+            break body;
+        }
+    };
+    for attribute in [
+        &b"mcp.method.name"[..],
+        b"gen_ai.tool.name",
+        b"mcp.session.id",
+        b"mcp.protocol.version",
+        b"jsonrpc.request.id",
+    ] {
+        assert!(
+            span.windows(attribute.len()).any(|w| w == attribute),
+            "span lacks {}",
+            String::from_utf8_lossy(attribute)
+        );
+    }
+    assert!(
+        span.windows(16).any(|w| w == trace_bytes.as_slice()),
+        "the span is not in the caller's trace"
+    );
+
+    // Upstream, the trace goes on with the gateway's span as parent, not the caller's.
+    let seen = std::fs::read_to_string(&header_log).unwrap();
+    let forwarded: Vec<&str> = seen
+        .split_whitespace()
+        .filter_map(|h| h.strip_prefix("traceparent="))
+        .collect();
+    assert!(!forwarded.is_empty(), "no traceparent upstream: {seen}");
+    for parent in forwarded {
+        let parts: Vec<&str> = parent.split('-').collect();
+        assert_eq!(parts[1], trace, "{parent}");
+        assert_ne!(
+            parts[2], caller_span,
+            "the gateway's span is not the parent"
+        );
+    }
+}

@@ -453,6 +453,21 @@ fn oauth_resource_server_rejection_matrix_rotation_and_per_tool_access() {
         404
     );
 
+    // The caller's W3C trace context reaches the server and names the audit line's trace.
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traced = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .header("authorization", format!("Bearer {alice}"))
+        .header("mcp-session-id", &alice_session)
+        .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+        .body(r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"echo","arguments":{"text":"traced"}}}"#)
+        .send()
+        .unwrap();
+    assert_eq!(result_of(traced)["result"]["content"][0]["text"], "traced");
+
     // The official client works with a token, in both eras.
     let legacy = python_client(&url, "legacy", "fastmcp", Some(&alice));
     assert_eq!(legacy["echo"][0], "hello through the gateway");
@@ -472,6 +487,12 @@ fn oauth_resource_server_rejection_matrix_rotation_and_per_tool_access() {
     assert_eq!(deny_line["clientId"], "test-client");
     assert_eq!(deny_line["decidedBy"], "authorization.rules[1]");
     assert!(
+        audit
+            .iter()
+            .any(|l| l.contains(&format!("\"traceId\":\"{trace}\""))),
+        "no audit line carries the caller's trace id: {audit:?}"
+    );
+    assert!(
         audit.iter().all(|l| !l.contains(&alice)),
         "a token leaked into the audit log"
     );
@@ -485,5 +506,10 @@ fn oauth_resource_server_rejection_matrix_rotation_and_per_tool_access() {
     assert!(
         seen.split_whitespace().all(|h| h != "authorization"),
         "{seen}"
+    );
+    assert!(
+        seen.split_whitespace()
+            .any(|h| h.starts_with("traceparent=00-") && h.contains(trace)),
+        "the trace context did not reach the server: {seen}"
     );
 }

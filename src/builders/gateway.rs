@@ -100,10 +100,5 @@ fn upstream_url(spec: &MCPServerSpec, port: i32, default_path: &str) -> String {
 
 /// Hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::with_capacity(64);
-    for byte in Sha256::digest(bytes) {
-        let _ = write!(out, "{byte:02x}");
-    }
-    out
+    format!("{:x}", Sha256::digest(bytes))
 }

@@ -83,21 +83,23 @@ impl AuditLog {
         let Ok(mut chain) = self.chain.lock() else {
             return;
         };
-        let line = match serde_json::to_string(&Line {
-            record,
-            prev: &chain.prev,
-        }) {
-            Ok(line) => line,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot serialise an audit record");
-                return;
-            }
-        };
-        let hash = sha256_hex(line.as_bytes());
+        let mut line = Vec::with_capacity(512);
+        if let Err(e) = serde_json::to_writer(
+            &mut line,
+            &Line {
+                record,
+                prev: &chain.prev,
+            },
+        ) {
+            tracing::error!(error = %e, "cannot serialise an audit record");
+            return;
+        }
+        let hash = sha256_hex(&line);
+        line.push(b'\n');
+        // One write per line: with O_APPEND a line is never interleaved with another writer's.
         let written = chain
             .sink
-            .write_all(line.as_bytes())
-            .and_then(|()| chain.sink.write_all(b"\n"))
+            .write_all(&line)
             .and_then(|()| chain.sink.flush());
         if let Err(e) = written {
             tracing::error!(error = %e, "cannot write the audit log");

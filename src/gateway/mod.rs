@@ -62,6 +62,8 @@ pub struct GatewayOptions {
     pub upstream_timeout: Duration,
     /// Where audit lines go; `None` is standard output.
     pub audit_log: Option<PathBuf>,
+    /// Threads serving MCP clients; `None` is one per CPU this process may use.
+    pub worker_threads: Option<usize>,
 }
 
 /// Why the gateway cannot start.
@@ -218,9 +220,7 @@ pub fn build(
     options: &GatewayOptions,
     audit_sink: Box<dyn std::io::Write + Send>,
 ) -> Result<Arc<server::Gateway>, GatewayError> {
-    // The HTTP clients use rustls; ring is the provider the rest of the binary already uses.
-    // Installing twice is harmless (the second attempt reports the first).
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::install_tls_provider();
     let tools_changed = Arc::new(Notify::new());
     let timeout = if options.upstream_timeout.is_zero() {
         Duration::from_secs(60)
@@ -332,12 +332,12 @@ pub async fn run(
     let listen = listener.local_addr().unwrap_or(listen);
     let admin = admin_listener.local_addr().unwrap_or(admin);
     tracing::info!(%listen, %admin, server = %gateway.server, "gateway listening");
-    let app = server::router(gateway.clone());
+    let workers = options.worker_threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let serving = serve_clients(listener, server::router(gateway.clone()), workers, &stop)?;
     let admin_app = server::admin_router(gateway.clone());
-    let stopped = stop.clone();
     let admin_stopped = stop.clone();
-    let serve =
-        axum::serve(listener, app).with_graceful_shutdown(async move { stopped.cancelled().await });
     let serve_admin = axum::serve(admin_listener, admin_app)
         .with_graceful_shutdown(async move { admin_stopped.cancelled().await });
     let trigger = stop.clone();
@@ -345,8 +345,119 @@ pub async fn run(
         shutdown.await;
         trigger.cancel();
     });
-    let (a, b) = tokio::join!(serve, serve_admin);
+    let (a, b) = tokio::join!(serving, serve_admin);
     stop.cancel();
     while tasks.join_next().await.is_some() {}
-    a.and(b).map_err(|e| GatewayError::Setup(e.to_string()))
+    a.and(b.map_err(|e| GatewayError::Setup(e.to_string())))
+}
+
+/// Serve MCP clients on `workers` threads, each with its own single-threaded runtime: a request,
+/// its upstream call and its answer then stay on one thread, with no wake-ups across threads
+/// (what a work-stealing runtime pays on every request). One acceptor deals connections to the
+/// workers in turn, so no worker takes more than its share.
+fn serve_clients(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    workers: usize,
+    stop: &CancellationToken,
+) -> Result<impl std::future::Future<Output = Result<(), GatewayError>>, GatewayError> {
+    let local = listener
+        .local_addr()
+        .map_err(|e| GatewayError::Setup(e.to_string()))?;
+    let mut queues = Vec::new();
+    let mut finished = Vec::new();
+    for worker in 0..workers.max(1) {
+        let (queue, incoming) = tokio::sync::mpsc::unbounded_channel();
+        queues.push(queue);
+        let app = app.clone();
+        let stopped = stop.clone();
+        let (done, result) = tokio::sync::oneshot::channel();
+        finished.push(result);
+        let serve = move || -> Result<(), String> {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async move {
+                axum::serve(Dealt { incoming, local }, app)
+                    .with_graceful_shutdown(async move { stopped.cancelled().await })
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        };
+        std::thread::Builder::new()
+            .name(format!("gateway-{worker}"))
+            .spawn(move || {
+                let _ = done.send(serve());
+            })
+            .map_err(|e| GatewayError::Setup(format!("cannot start a worker thread: {e}")))?;
+    }
+    let accepting = stop.clone();
+    tokio::spawn(async move {
+        let mut next = 0;
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = accepting.cancelled() => return,
+            };
+            match accepted.and_then(|(stream, peer)| Ok((stream.into_std()?, peer))) {
+                Ok(connection) => {
+                    let _ = queues[next % queues.len()].send(connection);
+                    next = next.wrapping_add(1);
+                }
+                // Out of file descriptors and the like: back off instead of spinning.
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    });
+    let stop = stop.clone();
+    Ok(async move {
+        use futures::StreamExt as _;
+        let mut finished: futures::stream::FuturesUnordered<_> = finished.into_iter().collect();
+        let mut outcome = Ok(());
+        while let Some(result) = finished.next().await {
+            let result = result.unwrap_or_else(|_| Err("a worker thread stopped".to_owned()));
+            if let Err(e) = result {
+                // One worker failing stops the others: a half-served port is worse than none.
+                stop.cancel();
+                outcome = Err(GatewayError::Setup(e));
+            }
+        }
+        outcome
+    })
+}
+
+/// The connections the acceptor dealt to one worker, as a listener for `axum::serve`.
+struct Dealt {
+    incoming: tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
+    local: SocketAddr,
+}
+
+impl axum::serve::Listener for Dealt {
+    type Io = tokio::net::TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Some((stream, peer)) = self.incoming.recv().await else {
+                // The acceptor stopped: shutdown is under way and ends this worker.
+                return std::future::pending().await;
+            };
+            // Registered with this worker's runtime, so its I/O is driven here.
+            match tokio::net::TcpStream::from_std(stream) {
+                Ok(stream) => {
+                    let _ = stream.set_nodelay(true);
+                    return (stream, peer);
+                }
+                Err(e) => tracing::warn!(error = %e, "taking over a connection failed"),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
 }

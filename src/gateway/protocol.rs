@@ -174,6 +174,15 @@ impl RequestId {
         }
     }
 
+    /// Whether `value` is this id.
+    pub fn matches(&self, value: &Value) -> bool {
+        match (self, value) {
+            (Self::Number(n), Value::Number(v)) => v.as_i64() == Some(*n),
+            (Self::String(s), Value::String(v)) => s == v,
+            _ => false,
+        }
+    }
+
     /// The id as JSON.
     pub fn to_json(&self) -> Value {
         match self {

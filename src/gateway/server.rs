@@ -32,6 +32,7 @@ use super::protocol::{
 use super::sessions::Sessions;
 use super::upstream::{Forward, Reply, ReplyBody, SseEvent, Upstream, UpstreamError};
 use crate::builders::gateway::sha256_hex;
+use crate::telemetry::REQUEST_SPAN_TARGET;
 
 /// Whether the upstream has been seen to issue session ids: unknown, yes, no.
 const SESSIONS_UNKNOWN: u8 = 0;
@@ -276,33 +277,42 @@ fn forwarded_headers(headers: &HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
 
 /// Trace context for the upstream: this request's span when tracing exports, else the caller's.
 fn trace_headers(span: &tracing::Span, incoming: &HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
-    let mut carrier = std::collections::HashMap::new();
-    let context = span.context();
-    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&context, &mut carrier));
-    if carrier.is_empty() {
-        for name in [HEADER_TRACEPARENT, HEADER_TRACESTATE] {
-            if let Some(v) = incoming.get(name).and_then(|v| v.to_str().ok()) {
-                carrier.insert(name.to_owned(), v.to_owned());
-            }
+    if !span.is_disabled() {
+        let mut carrier = std::collections::HashMap::new();
+        let context = span.context();
+        opentelemetry::global::get_text_map_propagator(|p| {
+            p.inject_context(&context, &mut carrier);
+        });
+        let injected: Vec<_> = carrier
+            .into_iter()
+            .filter_map(|(k, v)| {
+                Some((
+                    HeaderName::try_from(k).ok()?,
+                    HeaderValue::try_from(v).ok()?,
+                ))
+            })
+            .collect();
+        if !injected.is_empty() {
+            return injected;
         }
     }
-    carrier
+    [HEADER_TRACEPARENT, HEADER_TRACESTATE]
         .into_iter()
-        .filter_map(|(k, v)| {
-            Some((
-                HeaderName::try_from(k).ok()?,
-                HeaderValue::try_from(v).ok()?,
-            ))
+        .filter_map(|name| {
+            let value = incoming.get(name)?;
+            Some((HeaderName::from_static(name), value.clone()))
         })
         .collect()
 }
 
 fn trace_id(span: &tracing::Span, incoming: &HeaderMap) -> Option<String> {
     use opentelemetry::trace::TraceContextExt as _;
-    let context = span.context();
-    let span_context = context.span().span_context().clone();
-    if span_context.is_valid() {
-        return Some(span_context.trace_id().to_string());
+    if !span.is_disabled() {
+        let context = span.context();
+        let span = context.span();
+        if span.span_context().is_valid() {
+            return Some(span.span_context().trace_id().to_string());
+        }
     }
     let parent = incoming.get(HEADER_TRACEPARENT)?.to_str().ok()?;
     parent.split('-').nth(1).map(str::to_owned)
@@ -475,30 +485,25 @@ async fn post(State(gateway): State<Arc<Gateway>>, request: Request) -> Response
     }
 
     let target = message.named().map(str::to_owned);
+    // Field values are computed only when a layer (OTLP export) records the span.
     let span = tracing::info_span!(
+        target: REQUEST_SPAN_TARGET,
         "mcp.request",
-        otel.name = %format!("{method}{}", target.as_deref().map(|t| format!(" {t}")).unwrap_or_default()),
+        otel.name = %match &target {
+            Some(t) => format!("{method} {t}"),
+            None => method.clone(),
+        },
         otel.kind = "server",
         mcp.method.name = %method,
-        gen_ai.tool.name = tracing::field::Empty,
-        mcp.session.id = tracing::field::Empty,
+        gen_ai.tool.name = (method == "tools/call").then_some(target.as_deref()).flatten(),
+        mcp.session.id = session_id.as_deref().map(|s| sha256_hex(s.as_bytes())),
         mcp.protocol.version = %version,
-        jsonrpc.request.id = tracing::field::Empty,
+        jsonrpc.request.id = id.as_ref().map(tracing::field::display),
         mcp.decision = tracing::field::Empty,
         enduser.id = %principal.subject,
     );
-    let _ = span.set_parent(parent_context(&headers));
-    if let Some(id) = &id {
-        span.record("jsonrpc.request.id", tracing::field::display(id));
-    }
-    let hashed_session = session_id.as_deref().map(|s| sha256_hex(s.as_bytes()));
-    if let Some(h) = &hashed_session {
-        span.record("mcp.session.id", h.as_str());
-    }
-    if method == "tools/call"
-        && let Some(t) = &target
-    {
-        span.record("gen_ai.tool.name", t.as_str());
+    if !span.is_disabled() {
+        let _ = span.set_parent(parent_context(&headers));
     }
     let request_span = span.clone();
     async move {
@@ -511,7 +516,7 @@ async fn post(State(gateway): State<Arc<Gateway>>, request: Request) -> Response
                 method: method.clone(),
                 subject: principal.subject.clone(),
                 client_id: principal.client_id.clone(),
-                session: hashed_session.clone(),
+                session: session_id.as_deref().map(|s| sha256_hex(s.as_bytes())),
                 target: target.clone(),
                 tool_sha256: None,
                 arguments_sha256: message
@@ -725,23 +730,41 @@ impl Relay {
     /// Look at one message from the server: filter the tools list meant for this request, note
     /// list changes, and close the audit record when the response passes.
     fn inspect(&mut self, gateway: &Gateway, message: &mut Value) -> bool {
-        let is_response = message.get("method").is_none()
+        let is_response = self.observe(
+            gateway,
+            message.get("method").and_then(Value::as_str),
+            message.get("method").is_some(),
+            message.get("id"),
+            message.get("error").is_some(),
+        );
+        if is_response
+            && self.method == "tools/list"
+            && let Some(result) = message.get_mut("result")
+        {
+            return filter_tools_result(result, &gateway.policy, &self.principal) > 0;
+        }
+        false
+    }
+
+    /// Account for one message; true when it is the response to this request.
+    fn observe(
+        &mut self,
+        gateway: &Gateway,
+        method: Option<&str>,
+        has_method: bool,
+        id: Option<&Value>,
+        is_error: bool,
+    ) -> bool {
+        if method == Some("notifications/tools/list_changed") {
+            gateway.tools_changed.notify_one();
+        }
+        let is_response = !has_method
             && self
                 .id
                 .as_ref()
-                .is_some_and(|id| message.get("id") == Some(&id.to_json()));
-        let mut changed = false;
-        if message.get("method").and_then(Value::as_str) == Some("notifications/tools/list_changed")
-        {
-            gateway.tools_changed.notify_one();
-        }
+                .is_some_and(|own| id.is_some_and(|id| own.matches(id)));
         if is_response {
-            if self.method == "tools/list"
-                && let Some(result) = message.get_mut("result")
-            {
-                changed = filter_tools_result(result, &gateway.policy, &self.principal) > 0;
-            }
-            let outcome = if message.get("error").is_some() {
+            let outcome = if is_error {
                 decision::ERROR
             } else {
                 decision::ALLOW
@@ -749,8 +772,17 @@ impl Relay {
             let by = std::mem::take(&mut self.decided_by);
             self.audit.finish(outcome, Some(by));
         }
-        changed
+        is_response
     }
+}
+
+/// The parts of a JSON-RPC message the relay looks at, read without building a tree; the
+/// other members are still checked to be valid JSON.
+#[derive(serde::Deserialize)]
+struct Peek {
+    method: Option<serde::de::IgnoredAny>,
+    id: Option<Value>,
+    error: Option<serde::de::IgnoredAny>,
 }
 
 fn relay(gateway: Arc<Gateway>, reply: Reply, mut relay: Relay) -> Response {
@@ -785,14 +817,32 @@ fn relay(gateway: Arc<Gateway>, reply: Reply, mut relay: Relay) -> Response {
             builder.body(Body::from(bytes))
         }
         ReplyBody::Json(bytes) => {
-            let bytes = match serde_json::from_slice::<Value>(&bytes) {
-                Ok(mut value) => {
+            // Only a tools/list answer may be rewritten; any other is looked at, not rebuilt.
+            let peeked = (relay.method != "tools/list")
+                .then(|| serde_json::from_slice::<Peek>(&bytes).ok())
+                .flatten();
+            let parsed = match peeked {
+                Some(peek) => {
+                    // A notification in a JSON body is not possible; `method` marks a request.
+                    relay.observe(
+                        &gateway,
+                        None,
+                        peek.method.is_some(),
+                        peek.id.as_ref(),
+                        peek.error.is_some(),
+                    );
+                    Ok(bytes)
+                }
+                None => serde_json::from_slice::<Value>(&bytes).map(|mut value| {
                     if relay.inspect(&gateway, &mut value) {
                         Bytes::from(value.to_string())
                     } else {
                         bytes
                     }
-                }
+                }),
+            };
+            let bytes = match parsed {
+                Ok(bytes) => bytes,
                 Err(_) => {
                     relay.audit.finish(decision::ERROR, None);
                     gateway.metrics.upstream_error("invalid");

@@ -268,8 +268,8 @@ where
 
 /// A streamable-HTTP server.
 pub struct HttpUpstream {
-    url: String,
-    client: reqwest::Client,
+    url: reqwest::Url,
+    clients: thread_local::ThreadLocal<reqwest::Client>,
     timeout: Duration,
     next_id: AtomicI64,
 }
@@ -277,7 +277,25 @@ pub struct HttpUpstream {
 impl HttpUpstream {
     /// A pooled client for `url`; `timeout` bounds the wait for an answer to start.
     pub fn new(url: &str, timeout: Duration) -> Result<Self, UpstreamError> {
-        let client = reqwest::Client::builder()
+        let clients = thread_local::ThreadLocal::new();
+        // Built once here so a client that cannot be built fails at start, not per request.
+        clients.get_or_try(Self::client_for_this_thread)?;
+        // Parsed once: reqwest would parse a string URL on every request.
+        let url = reqwest::Url::parse(url).map_err(|e| {
+            UpstreamError::Unreachable(format!("invalid upstream URL {url:?}: {e}"))
+        })?;
+        Ok(Self {
+            url,
+            clients,
+            timeout,
+            next_id: AtomicI64::new(1),
+        })
+    }
+
+    /// One connection pool per thread: each serving thread runs its own runtime, and a pooled
+    /// connection is driven by a task on the runtime that opened it.
+    fn client_for_this_thread() -> Result<reqwest::Client, UpstreamError> {
+        reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)
@@ -285,13 +303,11 @@ impl HttpUpstream {
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .build()
-            .map_err(|e| UpstreamError::Unreachable(e.to_string()))?;
-        Ok(Self {
-            url: url.to_owned(),
-            client,
-            timeout,
-            next_id: AtomicI64::new(1),
-        })
+            .map_err(|e| UpstreamError::Unreachable(e.to_string()))
+    }
+
+    fn client(&self) -> Result<&reqwest::Client, UpstreamError> {
+        self.clients.get_or_try(Self::client_for_this_thread)
     }
 
     async fn send(
@@ -379,15 +395,15 @@ impl HttpUpstream {
         method: reqwest::Method,
         session_id: Option<&str>,
         headers: Vec<(HeaderName, HeaderValue)>,
-    ) -> reqwest::RequestBuilder {
-        let mut request = self.client.request(method, &self.url);
+    ) -> Result<reqwest::RequestBuilder, UpstreamError> {
+        let mut request = self.client()?.request(method, self.url.clone());
         for (name, value) in headers {
             request = request.header(name, value);
         }
         if let Some(session) = session_id {
             request = request.header(HEADER_SESSION_ID, session);
         }
-        request
+        Ok(request)
     }
 
     async fn post(&self, forward: Forward) -> Result<Reply, UpstreamError> {
@@ -396,7 +412,7 @@ impl HttpUpstream {
                 reqwest::Method::POST,
                 forward.session_id.as_deref(),
                 forward.headers,
-            )
+            )?
             .header(reqwest::header::CONTENT_TYPE, MEDIA_JSON)
             .body(forward.body);
         let response = self.send(request).await?;
@@ -408,7 +424,7 @@ impl HttpUpstream {
         session_id: &str,
         headers: Vec<(HeaderName, HeaderValue)>,
     ) -> Result<Reply, UpstreamError> {
-        let request = self.request(reqwest::Method::GET, Some(session_id), headers);
+        let request = self.request(reqwest::Method::GET, Some(session_id), headers)?;
         let response = self.send(request).await?;
         self.reply(response).await
     }
@@ -418,7 +434,7 @@ impl HttpUpstream {
         session_id: &str,
         headers: Vec<(HeaderName, HeaderValue)>,
     ) -> Result<StatusCode, UpstreamError> {
-        let request = self.request(reqwest::Method::DELETE, Some(session_id), headers);
+        let request = self.request(reqwest::Method::DELETE, Some(session_id), headers)?;
         let response = self.send(request).await?;
         Ok(StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY))
     }
@@ -439,7 +455,7 @@ impl HttpUpstream {
             headers.push((HeaderName::from_static(HEADER_PROTOCOL_VERSION), v));
         }
         let request = self
-            .request(reqwest::Method::POST, session, headers)
+            .request(reqwest::Method::POST, session, headers)?
             .header(reqwest::header::CONTENT_TYPE, MEDIA_JSON)
             .body(message.to_string());
         let reply = self.reply(self.send(request).await?).await?;
@@ -490,7 +506,7 @@ impl HttpUpstream {
             headers.push((HeaderName::from_static(HEADER_PROTOCOL_VERSION), v));
         }
         let request = self
-            .request(reqwest::Method::POST, session.as_deref(), headers.clone())
+            .request(reqwest::Method::POST, session.as_deref(), headers.clone())?
             .header(reqwest::header::CONTENT_TYPE, MEDIA_JSON)
             .header(
                 reqwest::header::ACCEPT,

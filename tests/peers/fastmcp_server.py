@@ -4,8 +4,8 @@ Usage: fastmcp_server.py [--stateless] [--json] [--stdio]
 
 Over HTTP it binds 127.0.0.1 on a port from the OS, prints "PORT <n>" and serves /mcp until its
 standard input closes (so it stops with the test that started it). With MCP_TEST_HEADER_LOG set,
-it appends the lowercase header names of every request it receives to that file, one request per
-line, so tests can prove what the gateway forwards.
+it appends the lowercase header names of every request it receives to that file (and the value of
+`traceparent`), one request per line, so tests can prove what the gateway forwards.
 """
 
 import asyncio
@@ -71,6 +71,12 @@ class HeaderLog:
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http":
             names = sorted({k.decode().lower() for k, _ in scope["headers"]})
+            # Trace context is logged with its value, to prove it is propagated.
+            names += [
+                f"{k.decode().lower()}={v.decode()}"
+                for k, v in scope["headers"]
+                if k.decode().lower() == "traceparent"
+            ]
             with open(self.path, "a") as f:
                 f.write(" ".join(names) + "\n")
         await self.app(scope, receive, send)
