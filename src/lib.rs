@@ -16,6 +16,7 @@ pub mod builders;
 pub mod controller;
 pub mod crdgen;
 pub mod gateway;
+pub mod governance;
 pub mod offline;
 pub mod telemetry;
 #[cfg(feature = "testkit")]

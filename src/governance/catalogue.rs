@@ -1,0 +1,297 @@
+//! The rule catalogue: every rule's stable id, severity, area, where its data comes from, whether
+//! it can block, and what to change when it fails. `docs/rules.md` is generated from this table.
+
+/// How bad a failure is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    /// The lowercase name used in status, reports and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+            Self::Critical => "critical",
+        }
+    }
+}
+
+/// Where a rule's data comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The custom resource's spec.
+    Resource,
+    /// The rendered Pod, Service and NetworkPolicy.
+    Workload,
+    /// The gateway's live view of the server (`initialize`, `tools/list`).
+    Live,
+    /// Traffic, enforced by the gateway on every request.
+    Runtime,
+}
+
+impl Source {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Resource => "resource",
+            Self::Workload => "workload",
+            Self::Live => "live",
+            Self::Runtime => "runtime",
+        }
+    }
+}
+
+/// Whether the operator or the gateway can prevent what the rule describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Enforce policies stop the rollout (or the gateway refuses the request).
+    Block,
+    /// Reported only.
+    Report,
+}
+
+/// One rule of the catalogue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub id: &'static str,
+    pub title: &'static str,
+    pub severity: Severity,
+    pub sources: &'static [Source],
+    pub mode: Mode,
+    /// What to change when the rule fails.
+    pub remediation: &'static str,
+}
+
+pub const AUTH_REQUIRED: &str = "MCP-AUTH-001";
+pub const AUTH_CHALLENGE: &str = "MCP-AUTH-002";
+pub const AUTH_METADATA: &str = "MCP-AUTH-003";
+pub const AUTH_TOKEN_VALIDATION: &str = "MCP-AUTH-004";
+pub const AUTH_NO_PASSTHROUGH: &str = "MCP-AUTH-005";
+pub const AUTH_NO_WILDCARD_SCOPES: &str = "MCP-AUTH-007";
+pub const AUTH_ALLOWED_ISSUER: &str = "MCP-AUTH-009";
+pub const AUTHZ_DEFAULT_DENY: &str = "MCP-AUTHZ-001";
+pub const TRANS_LEGACY_SSE: &str = "MCP-TRANS-004";
+pub const SUPPLY_DIGEST: &str = "MCP-SUPPLY-001";
+pub const SUPPLY_REGISTRY: &str = "MCP-SUPPLY-002";
+pub const SUPPLY_NO_FETCH_AT_START: &str = "MCP-SUPPLY-004";
+pub const POD_RESTRICTED: &str = "MCP-POD-001";
+pub const POD_NO_TOKEN: &str = "MCP-POD-002";
+pub const POD_HARDENED: &str = "MCP-POD-003";
+pub const POD_REPLICAS: &str = "MCP-POD-004";
+pub const NET_DEFAULT_DENY: &str = "MCP-NET-001";
+pub const NET_EGRESS_ALLOWLIST: &str = "MCP-NET-002";
+pub const SEC_NO_LITERAL_SECRETS: &str = "MCP-SEC-001";
+pub const RATE_LIMITS: &str = "MCP-RATE-001";
+
+/// Every rule, in id order of area.
+pub const RULES: &[Rule] = &[
+    Rule {
+        id: AUTH_REQUIRED,
+        title: "Every route reachable off-loopback requires authentication",
+        severity: Severity::Critical,
+        sources: &[Source::Resource],
+        mode: Mode::Block,
+        remediation: "Set spec.authentication (issuer and, if the issuer has no discovery document, jwksUri), or select the server with a policy whose authentication.required is true and configure it.",
+    },
+    Rule {
+        id: AUTH_CHALLENGE,
+        title: "A missing or invalid token is answered 401 with WWW-Authenticate: Bearer resource_metadata",
+        severity: Severity::High,
+        sources: &[Source::Runtime],
+        mode: Mode::Block,
+        remediation: "Nothing to configure: the gateway answers so whenever authentication is set.",
+    },
+    Rule {
+        id: AUTH_METADATA,
+        title: "Protected-resource metadata names an https resource URI and an authorization server",
+        severity: Severity::High,
+        sources: &[Source::Resource, Source::Runtime],
+        mode: Mode::Block,
+        remediation: "Use https URLs in spec.authentication.issuer, jwksUri and resource.",
+    },
+    Rule {
+        id: AUTH_TOKEN_VALIDATION,
+        title: "Tokens are checked: signature via JWKS, iss, aud, exp/nbf, lifetime; never from the query string",
+        severity: Severity::Critical,
+        sources: &[Source::Runtime],
+        mode: Mode::Block,
+        remediation: "Nothing to configure: the gateway validates every token; set maxTokenLifetimeSeconds in a policy to bound lifetimes.",
+    },
+    Rule {
+        id: AUTH_NO_PASSTHROUGH,
+        title: "The client's Authorization header never reaches the server",
+        severity: Severity::Critical,
+        sources: &[Source::Resource, Source::Runtime],
+        mode: Mode::Block,
+        remediation: "Nothing to configure: the gateway strips it. Give the server its own credentials through secretEnv.",
+    },
+    Rule {
+        id: AUTH_NO_WILDCARD_SCOPES,
+        title: "No wildcard scopes (`*`, `admin:*`) are required or granted",
+        severity: Severity::Medium,
+        sources: &[Source::Resource],
+        mode: Mode::Block,
+        remediation: "Name the exact scopes in spec.authentication.requiredScopes and the policies' requiredScopes.",
+    },
+    Rule {
+        id: AUTH_ALLOWED_ISSUER,
+        title: "The token issuer is one the selecting policies allow",
+        severity: Severity::High,
+        sources: &[Source::Resource],
+        mode: Mode::Block,
+        remediation: "Set spec.authentication.issuer to one of the policy's authentication.allowedIssuers.",
+    },
+    Rule {
+        id: AUTHZ_DEFAULT_DENY,
+        title: "Tools are denied by default: every allowed tool is covered by an authorization rule",
+        severity: Severity::High,
+        sources: &[Source::Resource, Source::Live, Source::Runtime],
+        mode: Mode::Block,
+        remediation: "Add spec.authorization rules naming who may call which tools, or a policy with authorization.defaultDeny and rules.",
+    },
+    Rule {
+        id: TRANS_LEGACY_SSE,
+        title: "The legacy HTTP+SSE transport is used only when the resource opts in",
+        severity: Severity::Medium,
+        sources: &[Source::Resource, Source::Runtime],
+        mode: Mode::Report,
+        remediation: "Move the server to streamable HTTP (transport: streamable-http) when it supports it.",
+    },
+    Rule {
+        id: SUPPLY_DIGEST,
+        title: "The image is referenced by digest (@sha256:<64 hex>)",
+        severity: Severity::High,
+        sources: &[Source::Resource],
+        mode: Mode::Block,
+        remediation: "Pin spec.image by digest: `crane digest IMAGE:TAG` (or `docker buildx imagetools inspect`) gives it; write IMAGE@sha256:<digest>.",
+    },
+    Rule {
+        id: SUPPLY_REGISTRY,
+        title: "The image comes from a registry or repository the policies allow",
+        severity: Severity::High,
+        sources: &[Source::Resource],
+        mode: Mode::Block,
+        remediation: "Mirror the image into one of the policy's workload.allowedRegistries and reference it from there.",
+    },
+    Rule {
+        id: SUPPLY_NO_FETCH_AT_START,
+        title: "Nothing is downloaded at start (npx -y, uvx, pip install, curl | sh, go run)",
+        severity: Severity::High,
+        sources: &[Source::Workload],
+        mode: Mode::Block,
+        remediation: "Build the server's code into the image and run it directly in spec.command/args.",
+    },
+    Rule {
+        id: POD_RESTRICTED,
+        title: "The pod meets the restricted Pod Security Standard",
+        severity: Severity::Critical,
+        sources: &[Source::Workload],
+        mode: Mode::Block,
+        remediation: "Run as a non-root user: set spec.securityContext.runAsUser to a UID other than 0 (the image must not need root).",
+    },
+    Rule {
+        id: POD_NO_TOKEN,
+        title: "No Kubernetes API token is mounted; a dedicated ServiceAccount is used",
+        severity: Severity::High,
+        sources: &[Source::Workload],
+        mode: Mode::Block,
+        remediation: "Nothing to configure: the operator renders automountServiceAccountToken: false and a ServiceAccount per server.",
+    },
+    Rule {
+        id: POD_HARDENED,
+        title: "Read-only root filesystem, resource limits on cpu, memory and ephemeral storage, no service links",
+        severity: Severity::Medium,
+        sources: &[Source::Workload],
+        mode: Mode::Block,
+        remediation: "Set spec.resources.limits.cpu, memory and ephemeralStorage.",
+    },
+    Rule {
+        id: POD_REPLICAS,
+        title: "Replicas lie within the policies' bounds",
+        severity: Severity::Medium,
+        sources: &[Source::Resource],
+        mode: Mode::Block,
+        remediation: "Set spec.replicas (or autoscaling minReplicas/maxReplicas) within the policy's workload.minReplicas and maxReplicas.",
+    },
+    Rule {
+        id: NET_DEFAULT_DENY,
+        title: "Default-deny NetworkPolicy for ingress and egress; ingress only to the gateway; ClusterIP Service",
+        severity: Severity::Critical,
+        sources: &[Source::Workload],
+        mode: Mode::Block,
+        remediation: "Nothing to configure: the operator renders it. Declare extra ingress peers in spec.ingress.",
+    },
+    Rule {
+        id: NET_EGRESS_ALLOWLIST,
+        title: "Egress only to DNS and declared CIDR:port pairs the policies allow",
+        severity: Severity::High,
+        sources: &[Source::Resource, Source::Workload],
+        mode: Mode::Block,
+        remediation: "Keep spec.egress within the policy's network.allowedEgress, or ask the policy owner to allow the destination.",
+    },
+    Rule {
+        id: SEC_NO_LITERAL_SECRETS,
+        title: "No literal secrets in env or args; secrets come from secretKeyRef",
+        severity: Severity::High,
+        sources: &[Source::Resource, Source::Workload],
+        mode: Mode::Block,
+        remediation: "Move the value into a Secret and reference it from spec.secretEnv.",
+    },
+    Rule {
+        id: RATE_LIMITS,
+        title: "Rate limits per caller are set",
+        severity: Severity::Medium,
+        sources: &[Source::Resource, Source::Runtime],
+        mode: Mode::Report,
+        remediation: "Set spec.gateway.rateLimit (requestsPerMinute, burst), or a policy rateLimit.",
+    },
+];
+
+/// The rule with `id`.
+pub fn rule(id: &str) -> Option<&'static Rule> {
+    RULES.iter().find(|r| r.id == id)
+}
+
+/// The rules reference page (`docs/rules.md`), generated from [`RULES`].
+pub fn reference_markdown() -> String {
+    let mut out = String::from(
+        "# Governance rules\n\n\
+         Generated from `src/governance/catalogue.rs` (a test keeps this page in sync). Rule ids are\n\
+         stable. *Data*: `resource` (the custom resource), `workload` (the rendered Pod, Service\n\
+         and NetworkPolicy), `live` (the gateway's view of the running server), `runtime` (checked\n\
+         by the gateway on every request). *Mode*: `block` rules stop a rollout under an Enforce\n\
+         policy; `report` rules are reported only. A policy can disable a rule or change its\n\
+         enforcement with `overrides` (a reason is required and shows in reports).\n\n\
+         | id | checks | severity | data | mode |\n|---|---|---|---|---|\n",
+    );
+    for rule in RULES {
+        let sources: Vec<&str> = rule.sources.iter().map(|s| s.as_str()).collect();
+        out.push_str(&format!(
+            "| [{id}](#{anchor}) | {title} | {severity} | {sources} | {mode} |\n",
+            id = rule.id,
+            anchor = rule.id.to_ascii_lowercase(),
+            title = rule.title.replace('|', "\\|"),
+            severity = rule.severity.as_str(),
+            sources = sources.join(", "),
+            mode = match rule.mode {
+                Mode::Block => "block",
+                Mode::Report => "report",
+            },
+        ));
+    }
+    for rule in RULES {
+        out.push_str(&format!(
+            "\n## {id}\n\n{title}.\n\n**Fix:** {fix}\n",
+            id = rule.id,
+            title = rule.title,
+            fix = rule.remediation
+        ));
+    }
+    out
+}
