@@ -305,17 +305,10 @@ fn trace_headers(span: &tracing::Span, incoming: &HeaderMap) -> Vec<(HeaderName,
         .collect()
 }
 
-fn trace_id(span: &tracing::Span, incoming: &HeaderMap) -> Option<String> {
-    use opentelemetry::trace::TraceContextExt as _;
-    if !span.is_disabled() {
-        let context = span.context();
-        let span = context.span();
-        if span.span_context().is_valid() {
-            return Some(span.span_context().trace_id().to_string());
-        }
-    }
-    let parent = incoming.get(HEADER_TRACEPARENT)?.to_str().ok()?;
-    parent.split('-').nth(1).map(str::to_owned)
+/// The trace id inside a `traceparent` (`version-traceid-parent-flags`).
+fn trace_id(trace: &[(HeaderName, HeaderValue)]) -> Option<String> {
+    let (_, parent) = trace.iter().find(|(name, _)| name == HEADER_TRACEPARENT)?;
+    parent.to_str().ok()?.split('-').nth(1).map(str::to_owned)
 }
 
 fn parent_context(headers: &HeaderMap) -> opentelemetry::Context {
@@ -496,7 +489,7 @@ async fn post(State(gateway): State<Arc<Gateway>>, request: Request) -> Response
         otel.kind = "server",
         mcp.method.name = %method,
         gen_ai.tool.name = (method == "tools/call").then_some(target.as_deref()).flatten(),
-        mcp.session.id = session_id.as_deref().map(|s| sha256_hex(s.as_bytes())),
+        mcp.session.id = tracing::field::Empty,
         mcp.protocol.version = %version,
         jsonrpc.request.id = id.as_ref().map(tracing::field::display),
         mcp.decision = tracing::field::Empty,
@@ -505,18 +498,28 @@ async fn post(State(gateway): State<Arc<Gateway>>, request: Request) -> Response
     if !span.is_disabled() {
         let _ = span.set_parent(parent_context(&headers));
     }
+    let is_request = id.is_some();
+    let audited = is_request && is_audited(&method);
+    let hashed_session = session_id
+        .as_deref()
+        .filter(|_| audited || !span.is_disabled())
+        .map(|s| sha256_hex(s.as_bytes()));
+    if let Some(hashed) = &hashed_session {
+        span.record("mcp.session.id", hashed.as_str());
+    }
+    // Computed once: the upstream gets it, and the audit line names its trace.
+    let trace = trace_headers(&span, &headers);
     let request_span = span.clone();
     async move {
-        let is_request = id.is_some();
         let mut audit = Audit {
             gateway: gateway.clone(),
-            record: (is_request && is_audited(&method)).then(|| AuditRecord {
+            record: audited.then(|| AuditRecord {
                 time: rfc3339(SystemTime::now()),
                 server: gateway.server.clone(),
                 method: method.clone(),
                 subject: principal.subject.clone(),
                 client_id: principal.client_id.clone(),
-                session: session_id.as_deref().map(|s| sha256_hex(s.as_bytes())),
+                session: hashed_session,
                 target: target.clone(),
                 tool_sha256: None,
                 arguments_sha256: message
@@ -526,7 +529,7 @@ async fn post(State(gateway): State<Arc<Gateway>>, request: Request) -> Response
                 decision: decision::ALLOW,
                 decided_by: String::new(),
                 latency_ms: 0.0,
-                trace_id: trace_id(&span, &headers),
+                trace_id: trace_id(&trace),
             }),
             started,
             method: method.clone(),
@@ -642,7 +645,7 @@ async fn post(State(gateway): State<Arc<Gateway>>, request: Request) -> Response
         span.record("mcp.decision", decision::ALLOW);
 
         let mut forward_headers = forwarded_headers(&headers);
-        forward_headers.extend(trace_headers(&span, &headers));
+        forward_headers.extend(trace);
         let reply = gateway
             .upstream
             .post(Forward {

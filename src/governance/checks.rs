@@ -4,6 +4,7 @@
 use std::sync::LazyLock;
 
 use k8s_openapi::api::core::v1::{Container, PodSpec};
+use kube::ResourceExt as _;
 use regex::Regex;
 
 use super::catalogue::*;
@@ -105,7 +106,7 @@ fn allowed_issuer(server: &MCPServer, policies: &[&MCPPolicy]) -> Problems {
             Some(format!(
                 "spec.authentication.issuer is {}: MCPPolicy {} allows only {}",
                 issuer.map_or_else(|| "not set".to_owned(), |i| format!("{i:?}")),
-                kube::ResourceExt::name_any(*p),
+                p.name_any(),
                 allowed.join(", ")
             ))
         })
@@ -158,7 +159,7 @@ fn registry(image: &str, policies: &[&MCPPolicy]) -> Problems {
             }
             Some(format!(
                 "spec.image {image:?} is not from a registry MCPPolicy {} allows ({})",
-                kube::ResourceExt::name_any(*p),
+                p.name_any(),
                 allowed.join(", ")
             ))
         })
@@ -172,7 +173,8 @@ static FETCH_AT_START: LazyLock<Option<Regex>> = LazyLock::new(|| {
     .ok()
 });
 
-fn commands(pod: &PodSpec) -> impl Iterator<Item = &Container> {
+/// Every container of the pod, init containers included.
+fn containers(pod: &PodSpec) -> impl Iterator<Item = &Container> {
     pod.containers
         .iter()
         .chain(pod.init_containers.iter().flatten())
@@ -182,7 +184,7 @@ fn no_fetch_at_start(pod: &PodSpec) -> Problems {
     let Some(pattern) = FETCH_AT_START.as_ref() else {
         return Vec::new();
     };
-    commands(pod)
+    containers(pod)
         .filter_map(|c| {
             let line = c
                 .command
@@ -216,7 +218,7 @@ fn restricted(pod: &PodSpec) -> Problems {
     let pod_seccomp = pod_context
         .and_then(|c| c.seccomp_profile.as_ref())
         .map(|p| p.type_.as_str());
-    for c in commands(pod) {
+    for c in containers(pod) {
         let ctx = c.security_context.as_ref();
         let run_as_user = ctx
             .and_then(|s| s.run_as_user)
@@ -298,7 +300,7 @@ fn hardened(pod: &PodSpec) -> Problems {
     if pod.enable_service_links != Some(false) {
         problems.push("service links are enabled (enableServiceLinks is not false)".into());
     }
-    for c in commands(pod) {
+    for c in containers(pod) {
         if c.security_context
             .as_ref()
             .and_then(|s| s.read_only_root_filesystem)
@@ -338,7 +340,7 @@ fn replicas(server: &MCPServer, policies: &[&MCPPolicy]) -> Problems {
         .iter()
         .filter_map(|p| {
             let workload = p.spec.workload.as_ref()?;
-            let name = kube::ResourceExt::name_any(*p);
+            let name = p.name_any();
             if let Some(min) = workload.min_replicas
                 && low < min
             {
