@@ -11,6 +11,7 @@ use std::time::Duration;
 use mcp_operator::builders::{BuildContext, DEFAULT_GATEWAY_IMAGE, DEFAULT_OPERATOR_NAMESPACE};
 use mcp_operator::controller::leader::LeaseConfig;
 use mcp_operator::controller::{self, ControllerConfig, ControllerError};
+use mcp_operator::offline::check::{self, CheckFormat};
 use mcp_operator::offline::{self, OutputFormat};
 use mcp_operator::telemetry::{self, LogFormat};
 
@@ -55,6 +56,19 @@ enum Command {
         /// Namespace the operator runs in (allowed to reach the gateways' admin port).
         #[arg(long, default_value = DEFAULT_OPERATOR_NAMESPACE)]
         operator_namespace: String,
+    },
+    /// Evaluate the governance rules on manifest files, without a cluster. Exit code 0: no
+    /// enforced rule fails; 1: an enforced rule fails; 2: the input is invalid.
+    Check {
+        /// Manifest file or directory (read recursively), or `-` for standard input; repeat for more.
+        #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+        files: Vec<PathBuf>,
+        /// Report format (`json` and `sarif` are described in docs/check.md).
+        #[arg(long, value_enum, default_value_t = CheckFormat::Text)]
+        format: CheckFormat,
+        /// Namespace of namespaced manifests that name none.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
     },
     /// Run the reconcile loops against a cluster (leader-elected, so two replicas are safe).
     Controller(ControllerArgs),
@@ -176,6 +190,30 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("error: {e}");
                     ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
+                }
+            }
+        }
+        Command::Check {
+            files,
+            format,
+            namespace,
+        } => {
+            let result = offline::load_manifests(&files, &namespace)
+                .and_then(|set| check::check(&set, &BuildContext::default()))
+                .and_then(|servers| {
+                    check::format_report(&servers, format).map(|text| (text, servers))
+                });
+            match result {
+                Ok((text, servers)) => {
+                    let printed = print_stdout(&text);
+                    if printed != ExitCode::SUCCESS {
+                        return printed;
+                    }
+                    ExitCode::from(check::exit_code(&servers))
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(check::EXIT_INVALID_INPUT)
                 }
             }
         }

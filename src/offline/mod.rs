@@ -1,6 +1,7 @@
 //! The offline path: read manifest files, admit them as the API server would, and run the same
 //! builders the controller runs. Used by `render` (and, later, `check`).
 
+pub mod check;
 pub mod load;
 
 use std::collections::BTreeMap;
@@ -189,6 +190,13 @@ impl ManifestSet {
         selected
     }
 
+    /// The servers in namespace/name order.
+    pub fn servers_in_order(&self) -> Vec<&Located<MCPServer>> {
+        let mut servers: Vec<&Located<MCPServer>> = self.servers.iter().collect();
+        servers.sort_by_key(|s| (s.object.namespace(), s.object.name_any()));
+        servers
+    }
+
     /// The prompt versions of `namespace`.
     pub fn prompt_versions_in(&self, namespace: &str) -> Vec<MCPPromptVersion> {
         self.prompt_versions
@@ -211,55 +219,61 @@ pub struct RenderedServer {
 
 /// Build every server's desired state, in namespace/name order.
 pub fn render(set: &ManifestSet, ctx: &BuildContext) -> Result<Vec<RenderedServer>, OfflineError> {
-    let mut servers: Vec<&Located<MCPServer>> = set.servers.iter().collect();
-    servers.sort_by_key(|s| (s.object.namespace(), s.object.name_any()));
-    let mut rendered = Vec::new();
-    for located in servers {
-        let server = &located.object;
-        let namespace = server.namespace().unwrap_or_default();
-        let policies = set.policies_for(server);
-        let prompt_versions = set.prompt_versions_in(&namespace);
-        let desired = builders::build(
-            ServerInputs {
-                server,
-                policies: &policies,
-                prompt_versions: &prompt_versions,
-            },
-            ctx,
-        )
-        .map_err(|source| OfflineError::Build {
-            origin: located.origin.clone(),
-            source,
-        })?;
-        let id = format!("{namespace}/{}", server.name_any());
-        let mut warnings = Vec::new();
-        for outcome in &desired.prompts {
-            if let Some(problem) = &outcome.problem {
-                warnings.push(format!(
-                    "MCPServer {id}: prompt {:?}: {problem}",
-                    outcome.name
-                ));
-            } else if outcome.deprecated {
-                warnings.push(format!(
-                    "MCPServer {id}: prompt {:?} resolved to Deprecated version {}",
-                    outcome.name,
-                    outcome.resolved_version.as_deref().unwrap_or_default()
-                ));
-            }
-        }
-        for refused in &desired.effective.egress_refused {
+    set.servers_in_order()
+        .into_iter()
+        .map(|located| render_server(set, located, ctx))
+        .collect()
+}
+
+/// Build one server's desired state with the policies and prompt versions of `set`.
+fn render_server(
+    set: &ManifestSet,
+    located: &Located<MCPServer>,
+    ctx: &BuildContext,
+) -> Result<RenderedServer, OfflineError> {
+    let server = &located.object;
+    let namespace = server.namespace().unwrap_or_default();
+    let policies = set.policies_for(server);
+    let prompt_versions = set.prompt_versions_in(&namespace);
+    let desired = builders::build(
+        ServerInputs {
+            server,
+            policies: &policies,
+            prompt_versions: &prompt_versions,
+        },
+        ctx,
+    )
+    .map_err(|source| OfflineError::Build {
+        origin: located.origin.clone(),
+        source,
+    })?;
+    let id = format!("{namespace}/{}", server.name_any());
+    let mut warnings = Vec::new();
+    for outcome in &desired.prompts {
+        if let Some(problem) = &outcome.problem {
             warnings.push(format!(
+                "MCPServer {id}: prompt {:?}: {problem}",
+                outcome.name
+            ));
+        } else if outcome.deprecated {
+            warnings.push(format!(
+                "MCPServer {id}: prompt {:?} resolved to Deprecated version {}",
+                outcome.name,
+                outcome.resolved_version.as_deref().unwrap_or_default()
+            ));
+        }
+    }
+    for refused in &desired.effective.egress_refused {
+        warnings.push(format!(
                 "MCPServer {id}: egress to {} is outside the allowed egress of the selecting policies and is left out of the NetworkPolicy",
                 refused.cidr
             ));
-        }
-        rendered.push(RenderedServer {
-            server: id,
-            desired,
-            warnings,
-        });
     }
-    Ok(rendered)
+    Ok(RenderedServer {
+        server: id,
+        desired,
+        warnings,
+    })
 }
 
 /// Output formats of `render`.
