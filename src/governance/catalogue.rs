@@ -88,6 +88,13 @@ pub const NET_DEFAULT_DENY: &str = "MCP-NET-001";
 pub const NET_EGRESS_ALLOWLIST: &str = "MCP-NET-002";
 pub const SEC_NO_LITERAL_SECRETS: &str = "MCP-SEC-001";
 pub const RATE_LIMITS: &str = "MCP-RATE-001";
+pub const TOOL_HIDDEN_INSTRUCTIONS: &str = "MCP-TOOL-001";
+pub const TOOL_INVISIBLE: &str = "MCP-TOOL-002";
+pub const TOOL_EXFILTRATION: &str = "MCP-TOOL-003";
+pub const TOOL_CROSS_TOOL: &str = "MCP-TOOL-004";
+pub const TOOL_HYGIENE: &str = "MCP-TOOL-005";
+pub const PIN_DEFINITION: &str = "MCP-PIN-001";
+pub const PIN_CATALOGUE: &str = "MCP-PIN-002";
 
 /// Every rule, in id order of area.
 pub const RULES: &[Rule] = &[
@@ -250,6 +257,62 @@ pub const RULES: &[Rule] = &[
         sources: &[Source::Resource, Source::Runtime],
         mode: Mode::Report,
         remediation: "Set spec.gateway.rateLimit (requestsPerMinute, burst), or a policy rateLimit.",
+    },
+    Rule {
+        id: TOOL_HIDDEN_INSTRUCTIONS,
+        title: "No hidden-instruction markers in any text of a tool the model sees (H1)",
+        severity: Severity::Critical,
+        sources: &[Source::Live],
+        mode: Mode::Block,
+        remediation: "Remove the marked text from the tool (tags such as <IMPORTANT>, HTML comments, chat-template tokens, requests to ignore instructions or keep things from the user); until then the gateway hides the tool under an Enforce policy. Ask the server's publisher why it is there.",
+    },
+    Rule {
+        id: TOOL_INVISIBLE,
+        title: "No invisible, obfuscating or encoded content in tool texts (H2)",
+        severity: Severity::High,
+        sources: &[Source::Live],
+        mode: Mode::Block,
+        remediation: "Remove invisible characters (zero-width, Unicode tags, bidi controls, soft hyphens), ANSI escapes, padding runs, encoded blobs and look-alike letters from the tool's texts.",
+    },
+    Rule {
+        id: TOOL_EXFILTRATION,
+        title: "No instructions to read sensitive files or send data out (H3)",
+        severity: Severity::Critical,
+        sources: &[Source::Live],
+        mode: Mode::Block,
+        remediation: "Treat the server as compromised: the tool asks for secrets (SSH keys, cloud credentials, service-account tokens, .env, MCP client configs) or to send data to an address. Remove the server or pin a known-good image.",
+    },
+    Rule {
+        id: TOOL_CROSS_TOOL,
+        title: "No references that change how other tools behave (H4)",
+        severity: Severity::High,
+        sources: &[Source::Live],
+        mode: Mode::Block,
+        remediation: "Remove text that redirects, overrides or shadows other tools (\"instead of\", \"when X is called\", \"always use this tool\", other servers' tool names).",
+    },
+    Rule {
+        id: TOOL_HYGIENE,
+        title: "Tool names and schemas are clean: valid unique names, no look-alike names, descriptions up to 2 KiB, free-text parameters explained",
+        severity: Severity::Medium,
+        sources: &[Source::Live],
+        mode: Mode::Block,
+        remediation: "Rename tools to [A-Za-z0-9_.-]{1,128} with no duplicates or look-alikes, keep descriptions under 2 KiB, and describe parameters named sidenote, note, context, metadata, extra or debug (or remove them).",
+    },
+    Rule {
+        id: PIN_DEFINITION,
+        title: "Each tool's definition matches its approved SHA-256 (RFC 8785 canonical JSON of the whole definition)",
+        severity: Severity::Critical,
+        sources: &[Source::Live, Source::Resource],
+        mode: Mode::Block,
+        remediation: "Review the changed tool in status.tools; if the change is expected, set its new sha256 in spec.toolApprovals (`mcp-operator approve` prints the entries). Until then the gateway hides it under a policy with tools.pinDefinitions.",
+    },
+    Rule {
+        id: PIN_CATALOGUE,
+        title: "Every advertised tool is approved: new tools stay hidden until approved",
+        severity: Severity::High,
+        sources: &[Source::Live, Source::Resource],
+        mode: Mode::Block,
+        remediation: "Review the new tool in status.tools and add it with its sha256 to spec.toolApprovals; until then the gateway hides it under a policy with tools.pinDefinitions.",
     },
 ];
 

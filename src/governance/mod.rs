@@ -4,6 +4,7 @@
 
 pub mod catalogue;
 mod checks;
+pub mod poisoning;
 
 use kube::ResourceExt as _;
 
