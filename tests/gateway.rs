@@ -6,6 +6,7 @@
 mod common;
 mod gateway_support;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use gateway_support::*;
@@ -639,4 +640,131 @@ fn spans_are_exported_over_otlp_and_the_trace_continues_upstream() {
             "the gateway's span is not the parent"
         );
     }
+}
+
+fn rpc(client: &reqwest::blocking::Client, url: &str, session: &str, body: Value) -> Value {
+    let text = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", ACCEPT_BOTH)
+        .header("mcp-session-id", session)
+        .header("mcp-protocol-version", "2025-11-25")
+        .body(body.to_string())
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let json = text
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .unwrap_or(&text);
+    serde_json::from_str(json).unwrap()
+}
+
+fn inventory_tools(gateway: &Gateway) -> Vec<Value> {
+    let inventory: Value = http()
+        .get(gateway.admin_url("/inventory"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    inventory["inventory"]["tools"].as_array().unwrap().clone()
+}
+
+#[test]
+fn pinned_definitions_quarantine_new_and_changed_tools_until_approved() {
+    let server = fastmcp(&[], None);
+    // Pinning in Audit: every tool is New and still served.
+    let mut config = config(http_upstream(server.port));
+    config.tools.pin_definitions = true;
+    config.tools.scan_descriptions = true;
+    let audit = start_gateway(&config, &[], &[]);
+    audit.wait_ready();
+    let tools = inventory_tools(&audit);
+    assert_eq!(tools.len(), 5);
+    for tool in &tools {
+        assert_eq!(tool["state"], "New", "{tool}");
+        assert_eq!(tool["hidden"], false);
+        assert!(
+            tool["reasons"][0]
+                .as_str()
+                .unwrap()
+                .starts_with("MCP-PIN-002")
+        );
+    }
+    drop(audit);
+
+    // Approve echo and count as listed, `add` under an older hash; delete_repo and secret_dump
+    // stay unapproved. Enforce: only the approved, unchanged tools are served.
+    for tool in &tools {
+        let name = tool["name"].as_str().unwrap();
+        let hash = tool["sha256"].as_str().unwrap();
+        match name {
+            "echo" | "count" => {
+                config.tools.approved.insert(name.into(), hash.into());
+            }
+            "add" => {
+                config.tools.approved.insert(name.into(), "0".repeat(64));
+            }
+            _ => {}
+        }
+    }
+    config.tools.quarantine = true;
+    let enforce = start_gateway(&config, &[], &[]);
+    enforce.wait_ready();
+    let states: BTreeMap<String, (String, bool)> = inventory_tools(&enforce)
+        .iter()
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap().to_owned(),
+                (
+                    t["state"].as_str().unwrap().to_owned(),
+                    t["hidden"].as_bool().unwrap(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(states["echo"], ("Approved".to_owned(), false));
+    assert_eq!(states["add"], ("Quarantined".to_owned(), true));
+    assert_eq!(states["delete_repo"], ("Quarantined".to_owned(), true));
+
+    let client = http();
+    let url = enforce.url();
+    let session = initialize(&client, &url);
+    let listed = rpc(
+        &client,
+        &url,
+        &session,
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
+    );
+    let mut names: Vec<&str> = listed["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["count", "echo"]);
+    let call = rpc(
+        &client,
+        &url,
+        &session,
+        json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "add", "arguments": {"a": 1, "b": 2}}}),
+    );
+    assert_eq!(call["error"]["code"], -32602, "{call}");
+    assert_eq!(call["error"]["message"], "Unknown tool: add");
+    let echoed = rpc(
+        &client,
+        &url,
+        &session,
+        json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "hi"}}}),
+    );
+    assert!(echoed["result"].is_object(), "{echoed}");
+    let audit_lines = enforce.audit_lines();
+    assert!(
+        audit_lines
+            .iter()
+            .any(|l| l.contains("\"add\"") && l.contains("\"quarantine\"")),
+        "{audit_lines:#?}"
+    );
 }

@@ -2,6 +2,8 @@
 //! what `mcp-operator gateway --config` reads. Secrets are never part of it: anything secret
 //! reaches the pods through `secretKeyRef` environment variables.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::common::{Enforcement, RateLimit, ToolAccessRule};
@@ -130,8 +132,14 @@ pub struct GatewayTools {
     pub deny: Vec<String>,
     /// Hide tools whose definition hash is not approved.
     pub pin_definitions: bool,
-    /// Hide tools the poisoning scanner flags.
+    /// Check tools with the poisoning heuristics and hygiene rules (MCP-TOOL-001..005).
     pub scan_descriptions: bool,
+    /// Approved definitions: tool name to hex SHA-256 of its canonical JSON (MCP-PIN-001/002).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub approved: BTreeMap<String, String>,
+    /// Hide flagged, new and changed tools (an Enforce policy); otherwise they are only reported.
+    #[serde(default)]
+    pub quarantine: bool,
 }
 
 /// Request limits.

@@ -145,6 +145,14 @@ pub struct MCPServerSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub authorization: Vec<ToolAccessRule>,
 
+    /// Approved tool definitions, by name and SHA-256 (the gateway's admin /inventory lists the
+    /// live hashes; docs/rules.md, MCP-PIN-001/002, explains the flow). Under a policy with
+    /// `tools.pinDefinitions`, a tool missing here (new) or listed with another hash (changed) is
+    /// reported, and hidden by the gateway when the policy enforces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1024))]
+    pub tool_approvals: Vec<ToolApproval>,
+
     /// Managed prompts (MCPPromptVersion objects in this namespace) the gateway serves through `prompts/list` and `prompts/get`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub prompts: Vec<PromptReference>,
@@ -402,6 +410,17 @@ fn default_groups_claim() -> String {
     "groups".to_string()
 }
 
+/// One approved tool definition.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ToolApproval {
+    /// Tool name.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_.-]{1,128}$"))]
+    pub name: String,
+    /// Hex SHA-256 of the RFC 8785 canonical JSON of the whole tool definition, as status.tools shows it.
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+    pub sha256: String,
+}
+
 /// A managed prompt the gateway serves.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct PromptReference {
@@ -547,6 +566,9 @@ pub struct ToolStatus {
     pub sha256: String,
     /// Approved, New, Changed, Quarantined or Flagged.
     pub state: String,
+    /// Why the tool is not Approved: the rule and what was seen.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
 }
 
 /// A managed prompt and the version it resolved to.

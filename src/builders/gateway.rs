@@ -2,6 +2,7 @@
 
 use sha2::{Digest, Sha256};
 
+use crate::api::common::Enforcement;
 use crate::api::gateway_config::{
     DEFAULT_MAX_REQUEST_BYTES, GATEWAY_CONFIG_API_VERSION, GATEWAY_CONFIG_KIND,
     GatewayAuthentication, GatewayAuthorization, GatewayConfig, GatewayLimits, GatewayTools,
@@ -80,6 +81,12 @@ pub fn gateway_config(
             deny: effective.tool_deny.clone(),
             pin_definitions: effective.pin_definitions,
             scan_descriptions: effective.scan_descriptions,
+            approved: spec
+                .tool_approvals
+                .iter()
+                .map(|a| (a.name.clone(), a.sha256.clone()))
+                .collect(),
+            quarantine: effective.enforcement == Enforcement::Enforce,
         },
         limits: GatewayLimits {
             max_request_bytes: gateway

@@ -9,7 +9,9 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::access::{AccessPolicy, Principal};
+use crate::api::gateway_config::GatewayTools;
 use crate::builders::gateway::sha256_hex;
+use crate::governance::pinning::{STATE_APPROVED, ToolAssessment, ToolCheckSettings, assess};
 
 /// One tool as the upstream defines it.
 pub struct ToolRecord {
@@ -21,6 +23,12 @@ pub struct ToolRecord {
     pub sha256: String,
     /// The compiled `inputSchema`, or why it does not compile.
     validator: Result<jsonschema::Validator, String>,
+    /// The tool checks' verdict (`Approved`, `New`, `Changed`, `Flagged`, `Quarantined`).
+    pub state: &'static str,
+    /// Why the state is not Approved.
+    pub reasons: Vec<String>,
+    /// Quarantined: treated as absent.
+    pub hidden: bool,
 }
 
 /// Hex SHA-256 over the RFC 8785 canonical form of a JSON value.
@@ -62,6 +70,9 @@ impl ToolRecord {
             definition,
             sha256,
             validator,
+            state: STATE_APPROVED,
+            reasons: Vec::new(),
+            hidden: false,
         })
     }
 
@@ -114,17 +125,31 @@ pub struct InventoryView<'a> {
 struct ToolView<'a> {
     name: &'a str,
     sha256: &'a str,
+    state: &'a str,
+    reasons: &'a [String],
     hidden: bool,
     definition: &'a Value,
 }
 
 impl Inventory {
-    /// Replace the tools with a freshly listed set.
-    pub fn replace_tools(&mut self, definitions: Vec<Value>) {
+    /// Replace the tools with a freshly listed set, each with the tool checks' verdict.
+    pub fn replace_tools(&mut self, definitions: Vec<Value>, checks: &GatewayTools) {
+        let mut verdicts: BTreeMap<String, ToolAssessment> =
+            assess(&definitions, &settings(checks))
+                .into_iter()
+                .map(|a| (a.name.clone(), a))
+                .collect();
         self.tools = definitions
             .into_iter()
             .filter_map(ToolRecord::new)
-            .map(|t| (t.name.clone(), Arc::new(t)))
+            .map(|mut t| {
+                if let Some(verdict) = verdicts.remove(&t.name) {
+                    t.state = verdict.state;
+                    t.reasons = verdict.reasons;
+                    t.hidden = verdict.hidden;
+                }
+                (t.name.clone(), Arc::new(t))
+            })
             .collect();
         self.refreshed_at = Some(SystemTime::now());
         self.last_error = None;
@@ -143,11 +168,23 @@ impl Inventory {
                 .map(|t| ToolView {
                     name: &t.name,
                     sha256: &t.sha256,
-                    hidden: policy.is_hidden(&t.name),
+                    state: t.state,
+                    reasons: &t.reasons,
+                    hidden: t.hidden || policy.is_hidden(&t.name),
                     definition: &t.definition,
                 })
                 .collect(),
         }
+    }
+}
+
+fn settings(checks: &GatewayTools) -> ToolCheckSettings<'_> {
+    ToolCheckSettings {
+        pin_definitions: checks.pin_definitions,
+        scan_descriptions: checks.scan_descriptions,
+        approved: &checks.approved,
+        quarantine: checks.quarantine,
+        foreign: &[],
     }
 }
 
@@ -167,16 +204,30 @@ pub fn rfc3339(at: SystemTime) -> String {
 pub fn filter_tools_result(
     result: &mut Value,
     policy: &AccessPolicy,
+    checks: &GatewayTools,
     principal: &Principal,
 ) -> usize {
     let Some(tools) = result.get_mut("tools").and_then(Value::as_array_mut) else {
         return 0;
     };
+    // The definitions in this answer are checked as they are (a tool may have changed since
+    // the inventory was read: MCP-PIN-003).
+    let quarantined: Vec<String> = if checks.quarantine {
+        assess(tools, &settings(checks))
+            .into_iter()
+            .filter(|a| a.hidden)
+            .map(|a| a.name)
+            .collect()
+    } else {
+        Vec::new()
+    };
     let before = tools.len();
     tools.retain(|tool| {
         tool.get("name")
             .and_then(Value::as_str)
-            .is_some_and(|name| policy.decide(principal, name).allowed)
+            .is_some_and(|name| {
+                !quarantined.iter().any(|q| q == name) && policy.decide(principal, name).allowed
+            })
     });
     before - tools.len()
 }
@@ -236,7 +287,12 @@ mod tests {
             "tools": [{"name": "echo"}, {"name": "secret_dump"}, {"nameless": true}],
             "nextCursor": "abc"
         });
-        let removed = filter_tools_result(&mut result, &policy, &Principal::anonymous());
+        let removed = filter_tools_result(
+            &mut result,
+            &policy,
+            &GatewayTools::default(),
+            &Principal::anonymous(),
+        );
         assert_eq!(removed, 2);
         assert_eq!(result["tools"], json!([{"name": "echo"}]));
         assert_eq!(result["nextCursor"], "abc");

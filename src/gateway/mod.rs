@@ -264,6 +264,7 @@ pub fn build(
         metrics: metrics::Metrics::new(),
         max_body,
         allowed_origins: config.allowed_origins.clone(),
+        tool_checks: config.tools.clone(),
         upstream_sessions: AtomicU8::new(0),
         upstream_ready: AtomicBool::new(false),
     }))

@@ -31,6 +31,7 @@ use super::protocol::{
 };
 use super::sessions::Sessions;
 use super::upstream::{Forward, Reply, ReplyBody, SseEvent, Upstream, UpstreamError};
+use crate::api::gateway_config::GatewayTools;
 use crate::builders::gateway::sha256_hex;
 use crate::telemetry::REQUEST_SPAN_TARGET;
 
@@ -38,6 +39,8 @@ use crate::telemetry::REQUEST_SPAN_TARGET;
 const SESSIONS_UNKNOWN: u8 = 0;
 const SESSIONS_ISSUED: u8 = 1;
 const SESSIONS_NOT_ISSUED: u8 = 2;
+/// Audit `decidedBy` of a call to a tool the tool checks quarantined.
+const QUARANTINE_DECIDER: &str = "quarantine";
 
 /// Everything the handlers share.
 pub struct Gateway {
@@ -55,6 +58,8 @@ pub struct Gateway {
     pub(super) metrics: Metrics,
     pub(super) max_body: usize,
     pub(super) allowed_origins: Vec<String>,
+    /// Pinning, scanning and quarantine settings of the tool checks.
+    pub(super) tool_checks: GatewayTools,
     pub(super) upstream_sessions: AtomicU8,
     pub(super) upstream_ready: AtomicBool,
 }
@@ -239,7 +244,7 @@ impl Gateway {
                 if let Ok(mut inventory) = self.inventory.write() {
                     inventory.server_info = found.server_info;
                     inventory.protocol_version = found.protocol_version;
-                    inventory.replace_tools(found.tools);
+                    inventory.replace_tools(found.tools, &self.tool_checks);
                 }
                 self.upstream_ready.store(true, Ordering::Relaxed);
                 true
@@ -598,6 +603,8 @@ async fn post(State(gateway): State<Arc<Gateway>>, request: Request) -> Response
             } else {
                 gateway.tool(name).await
             };
+            let quarantined = tool.as_ref().is_some_and(|t| t.hidden);
+            let tool = tool.filter(|t| !t.hidden);
             let Some(tool) = tool else {
                 return refuse(
                     &mut audit,
@@ -608,6 +615,8 @@ async fn post(State(gateway): State<Arc<Gateway>>, request: Request) -> Response
                     decision::INVALID,
                     if access.hidden {
                         access.decided_by
+                    } else if quarantined {
+                        QUARANTINE_DECIDER.into()
                     } else {
                         "inventory".into()
                     },
@@ -744,7 +753,12 @@ impl Relay {
             && self.method == "tools/list"
             && let Some(result) = message.get_mut("result")
         {
-            return filter_tools_result(result, &gateway.policy, &self.principal) > 0;
+            return filter_tools_result(
+                result,
+                &gateway.policy,
+                &gateway.tool_checks,
+                &self.principal,
+            ) > 0;
         }
         false
     }

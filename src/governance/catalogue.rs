@@ -304,7 +304,7 @@ pub const RULES: &[Rule] = &[
         severity: Severity::Critical,
         sources: &[Source::Live, Source::Resource],
         mode: Mode::Block,
-        remediation: "Review the changed tool in status.tools; if the change is expected, set its new sha256 in spec.toolApprovals (`mcp-operator approve` prints the entries). Until then the gateway hides it under a policy with tools.pinDefinitions.",
+        remediation: "Review the changed tool in status.tools; if the change is expected, set its new sha256 in spec.toolApprovals (the gateway's admin /inventory, and status.tools once the controller reads it, show the live hash). Until then the gateway hides it under a policy with tools.pinDefinitions.",
     },
     Rule {
         id: PIN_CATALOGUE,

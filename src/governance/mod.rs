@@ -4,6 +4,7 @@
 
 pub mod catalogue;
 mod checks;
+pub mod pinning;
 pub mod poisoning;
 
 use kube::ResourceExt as _;
