@@ -382,7 +382,7 @@ async fn scenario_policy_and_prompt_changes(client: Client, prod: &str, dev: &st
     let dev_before = dev_cms.get("tools-gateway").await.unwrap();
 
     // A policy selecting prod namespaces reaches the prod server only.
-    let policy: MCPPolicy = serde_json::from_value(json!({"apiVersion": API_VERSION, "kind": "MCPPolicy", "metadata": {"name": format!("{prod}-deny")}, "spec": {"enforcement": "Enforce", "namespaceSelector": {"matchLabels": {"env": "prod"}}, "tools": {"deny": ["delete_*"]}}})).unwrap();
+    let policy: MCPPolicy = serde_json::from_value(json!({"apiVersion": API_VERSION, "kind": "MCPPolicy", "metadata": {"name": format!("{prod}-deny")}, "spec": {"enforcement": "Audit", "namespaceSelector": {"matchLabels": {"env": "prod"}}, "tools": {"deny": ["delete_*"]}}})).unwrap();
     Api::<MCPPolicy>::all(client.clone())
         .create(&PostParams::default(), &policy)
         .await
@@ -973,4 +973,133 @@ async fn a_label_sharded_controller_manages_only_its_shard() {
     );
     assert!(servers.get("in-b").await.unwrap().status.is_none());
     controller.stop().await.unwrap();
+}
+
+fn condition<'a>(server: &'a MCPServer, type_: &str) -> Option<(&'a str, &'a str)> {
+    server
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.as_str(), c.reason.as_str()))
+}
+
+/// An Enforce policy blocks a new violating server (nothing created, status and a Warning Event
+/// say which rule and what to change) and keeps an existing server's last compliant rollout
+/// when its spec starts violating; flipping the policy to Audit rolls both out with findings.
+#[tokio::test]
+async fn enforce_blocks_violating_servers_and_audit_rolls_them_out() {
+    on_double(|client| async move {
+        let ns = "governed";
+        let servers: Api<MCPServer> = Api::namespaced(client.clone(), ns);
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+        let policy = |enforcement: &str| -> MCPPolicy {
+            serde_json::from_value(json!({"apiVersion": API_VERSION, "kind": "MCPPolicy", "metadata": {"name": "digests"},
+                "spec": {"enforcement": enforcement, "workload": {"requireDigest": true},
+                    "overrides": [
+                        {"rule": "MCP-AUTH-001", "enforcement": "Audit", "reason": "test servers run without a token issuer"},
+                        {"rule": "MCP-AUTHZ-001", "enforcement": "Audit", "reason": "test servers run without rules"},
+                    ]}})).unwrap()
+        };
+        let policies: Api<MCPPolicy> = Api::all(client.clone());
+        policies
+            .create(&PostParams::default(), &policy("Enforce"))
+            .await
+            .unwrap();
+        let pinned = format!("registry.example.com/mcp/a@sha256:{}", "ab".repeat(32));
+        servers
+            .create(&PostParams::default(), &mcp_server("compliant", json!({"image": pinned})))
+            .await
+            .unwrap();
+        servers
+            .create(&PostParams::default(), &mcp_server("tagged", json!({"image": "example/b:1"})))
+            .await
+            .unwrap();
+
+        let blocked = wait_for(&servers, "tagged", "the tagged server to be blocked", |s| {
+            s.is_some_and(|s| phase(Some(s)) == Some("Blocked"))
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            condition(&blocked, "PolicyCompliant"),
+            Some(("False", "BlockedByPolicy"))
+        );
+        let status = blocked.status.as_ref().unwrap();
+        let digest = status
+            .findings
+            .iter()
+            .find(|f| f.rule == "MCP-SUPPLY-001")
+            .expect("a digest finding");
+        assert!(digest.enforced && digest.message.contains("example/b:1"), "{digest:?}");
+        assert!(status.compliance.as_ref().unwrap().failed >= 1);
+        assert_eq!(status.policies[0].name, "digests");
+        assert!(deployments.get_opt("tagged").await.unwrap().is_none(), "nothing is rolled out");
+
+        let compliant = wait_for(&servers, "compliant", "the pinned server to be Ready", |s| {
+            phase(s) == Some("Ready")
+        })
+        .await
+        .unwrap();
+        // Audit overrides: the auth findings are reported, not blocking.
+        assert_eq!(
+            condition(&compliant, "PolicyCompliant"),
+            Some(("False", "ViolationsReported"))
+        );
+        let before = deployments.get("compliant").await.unwrap();
+
+        // The running server's spec starts violating: its Deployment stays as it was.
+        servers
+            .patch(
+                "compliant",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"image": "example/a:2", "replicas": 3}})),
+            )
+            .await
+            .unwrap();
+        let still = wait_for(&servers, "compliant", "the change to be blocked", |s| {
+            s.is_some_and(|s| condition(s, "PolicyCompliant") == Some(("False", "BlockedByPolicy")))
+        })
+        .await
+        .unwrap();
+        assert_eq!(phase(Some(&still)), Some("Ready"), "the last rollout keeps serving");
+        let after = deployments.get("compliant").await.unwrap();
+        assert_eq!(before.spec, after.spec);
+
+        let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+        let list = events.list(&Default::default()).await.unwrap();
+        let blocked_event = list
+            .items
+            .iter()
+            .find(|e| {
+                e.reason.as_deref() == Some("RolloutBlocked")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("tagged")
+            })
+            .expect("a RolloutBlocked event");
+        assert_eq!(blocked_event.type_.as_deref(), Some("Warning"));
+        assert!(blocked_event.note.as_deref().unwrap_or_default().contains("MCP-SUPPLY-001"));
+
+        // Audit: both roll out, with their findings.
+        policies
+            .replace("digests", &PostParams::default(), &{
+                let mut p = policy("Audit");
+                p.metadata.resource_version = policies.get("digests").await.unwrap().metadata.resource_version;
+                p
+            })
+            .await
+            .unwrap();
+        wait_for(&deployments, "tagged", "the tagged server to roll out", |d| d.is_some()).await;
+        wait_for(&deployments, "compliant", "the new image to roll out", |d| {
+            d.is_some_and(|d| d.spec.as_ref().and_then(|s| s.replicas) == Some(3))
+        })
+        .await;
+        let tagged = wait_for(&servers, "tagged", "findings reported", |s| {
+            s.is_some_and(|s| condition(s, "PolicyCompliant") == Some(("False", "ViolationsReported")))
+        })
+        .await
+        .unwrap();
+        assert!(tagged.status.unwrap().findings.iter().any(|f| f.rule == "MCP-SUPPLY-001" && !f.enforced));
+    })
+    .await;
 }

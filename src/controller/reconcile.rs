@@ -19,6 +19,7 @@ use crate::api::server::{AppliedPolicy, MCPServerStatus};
 use crate::api::{MCPPolicy, MCPServer};
 use crate::builders::labels::selector_string;
 use crate::builders::{self, DesiredState, ServerInputs};
+use crate::governance;
 use crate::validation::semantic;
 
 use super::children::{self, ChildKind, DesiredChild, FIELD_MANAGER, child_identity};
@@ -40,6 +41,12 @@ pub const EVENT_APPLY_FAILED: &str = "ApplyFailed";
 pub const EVENT_PROMPT_DEPRECATED: &str = "PromptDeprecated";
 pub const EVENT_PROMPT_UNRESOLVED: &str = "PromptUnresolved";
 pub const EVENT_NOT_READY: &str = "NotReady";
+/// The server started failing governance rules (Warning; names the rules and the fix).
+pub const EVENT_POLICY_VIOLATION: &str = "PolicyViolation";
+/// An enforced rule fails: changes are not rolled out (Warning).
+pub const EVENT_ROLLOUT_BLOCKED: &str = "RolloutBlocked";
+/// The server passes every rule again (Normal).
+pub const EVENT_POLICY_COMPLIANT: &str = "PolicyCompliant";
 
 /// Event reason for an MCPServer the controller cannot read.
 pub const EVENT_MALFORMED: &str = "Malformed";
@@ -149,10 +156,19 @@ async fn reconcile_inner(
         &ctx.build,
     )?;
 
-    // 4. Apply what differs; delete what is no longer wanted.
+    // 4. Govern: a server failing an enforced rule is not rolled out; what runs keeps running.
+    let evaluation = governance::evaluate(server, &policy_refs, &desired);
+    let blocked = evaluation.blocked();
+
+    // 5. Apply what differs; delete what is no longer wanted.
     let mut applied_deployment = None;
     let mut apply_error = None;
-    for child in desired_children(&desired)? {
+    let children = if blocked {
+        Vec::new()
+    } else {
+        desired_children(&desired)?
+    };
+    for child in children {
         let observed = ctx.observed_child(child.kind, &child.namespace, &child.name);
         if !ctx
             .baselines
@@ -174,7 +190,7 @@ async fn reconcile_inner(
             }
         }
     }
-    if apply_error.is_none() {
+    if apply_error.is_none() && !blocked {
         for kind in [
             ChildKind::HorizontalPodAutoscaler,
             ChildKind::PodDisruptionBudget,
@@ -198,7 +214,7 @@ async fn reconcile_inner(
         }
     }
 
-    // 5. Status from what was applied and observed.
+    // 6. Status from what was applied and observed.
     let rollout = match &applied_deployment {
         Some(applied) => rollout_from_value(applied),
         None => ctx.rollout(namespace, &name),
@@ -212,6 +228,7 @@ async fn reconcile_inner(
         authenticated: server.spec.authentication.is_some(),
         invalid: None,
         apply_error: apply_error.as_ref().map(ToString::to_string),
+        governance: Some(&evaluation),
     };
     let previous = server.status.clone().unwrap_or_default();
     // A Deployment spec written moments ago whose rollout the cache does not show yet: its
@@ -219,6 +236,7 @@ async fn reconcile_inner(
     // a write per change. Past the grace period the status is written regardless.
     let deployment_key = child_identity(ChildKind::Deployment, namespace, &name);
     let rollout_unknown = apply_error.is_none()
+        && !blocked
         && ctx
             .baselines
             .unobserved_generation(deployment_key)
@@ -373,6 +391,29 @@ async fn announce_transitions(
             .unwrap_or_default();
         ctx.publish(server, EventType::Warning, EVENT_NOT_READY, &message)
             .await;
+    }
+    let compliance = |status: &MCPServerStatus| {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == status::CONDITION_POLICY_COMPLIANT)
+            .map(|c| (c.reason.clone(), c.message.clone()))
+    };
+    let (was, is) = (compliance(previous), compliance(new));
+    // Only servers a policy selects: without one, the findings are advice in status, not news.
+    if !new.policies.is_empty()
+        && was.as_ref().map(|w| &w.0) != is.as_ref().map(|i| &i.0)
+        && let Some((reason, message)) = is
+    {
+        let (type_, event_reason) = match reason.as_str() {
+            status::REASON_BLOCKED_BY_POLICY => (EventType::Warning, EVENT_ROLLOUT_BLOCKED),
+            status::REASON_VIOLATIONS_REPORTED => (EventType::Warning, EVENT_POLICY_VIOLATION),
+            _ => (EventType::Normal, EVENT_POLICY_COMPLIANT),
+        };
+        // A first evaluation that passes is not news.
+        if type_ == EventType::Warning || was.is_some() {
+            ctx.publish(server, type_, event_reason, &message).await;
+        }
     }
     let before: BTreeMap<&str, Option<&str>> = previous
         .prompts

@@ -5,6 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::api::server::{MCPServerStatus, ResolvedPrompt};
 use crate::builders::PromptOutcome;
+use crate::governance::Evaluation;
 
 /// Condition types (each documented where it is set).
 pub const CONDITION_READY: &str = "Ready";
@@ -12,6 +13,8 @@ pub const CONDITION_PROGRESSING: &str = "Progressing";
 pub const CONDITION_DEGRADED: &str = "Degraded";
 pub const CONDITION_PROMPTS_RESOLVED: &str = "PromptsResolved";
 pub const CONDITION_AUTH_CONFIGURED: &str = "AuthConfigured";
+/// Whether the server passes every governance rule the selecting policies apply.
+pub const CONDITION_POLICY_COMPLIANT: &str = "PolicyCompliant";
 
 /// Condition reasons.
 pub const REASON_ROLLED_OUT: &str = "RolledOut";
@@ -24,12 +27,19 @@ pub const REASON_NOT_RESOLVED: &str = "NotResolved";
 pub const REASON_NO_PROMPTS: &str = "NoPrompts";
 pub const REASON_TOKENS_VALIDATED: &str = "TokensValidated";
 pub const REASON_UNAUTHENTICATED: &str = "Unauthenticated";
+pub const REASON_COMPLIANT: &str = "Compliant";
+/// Rules fail that only report (Audit).
+pub const REASON_VIOLATIONS_REPORTED: &str = "ViolationsReported";
+/// An enforced rule fails: the change is not rolled out.
+pub const REASON_BLOCKED_BY_POLICY: &str = "BlockedByPolicy";
 
 /// Phases shown in `status.phase`.
 pub const PHASE_READY: &str = "Ready";
 pub const PHASE_PROGRESSING: &str = "Progressing";
 pub const PHASE_DEGRADED: &str = "Degraded";
 pub const PHASE_INVALID: &str = "Invalid";
+/// An enforced rule fails and nothing was rolled out yet.
+pub const PHASE_BLOCKED: &str = "Blocked";
 
 /// The rollout state of the server's Deployment, as last observed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -70,6 +80,8 @@ pub struct StatusInput<'a> {
     pub invalid: Option<String>,
     /// Applying the children failed: why.
     pub apply_error: Option<String>,
+    /// The governance evaluation (absent for an invalid spec).
+    pub governance: Option<&'a Evaluation>,
 }
 
 /// Compute the desired status; conditions keep their `lastTransitionTime` unless their status flips.
@@ -226,6 +238,53 @@ pub fn desired_status(
         )
     });
 
+    let blocked = input.governance.is_some_and(Evaluation::blocked);
+    if let Some(evaluation) = input.governance {
+        let failed: Vec<String> = evaluation
+            .checks
+            .iter()
+            .filter(|c| !c.passed())
+            .map(|c| {
+                format!(
+                    "{}{}: {}",
+                    c.rule.id,
+                    if c.enforced { " (enforced)" } else { "" },
+                    c.problems.join("; ")
+                )
+            })
+            .collect();
+        conditions.push(if failed.is_empty() {
+            condition(
+                CONDITION_POLICY_COMPLIANT,
+                true,
+                REASON_COMPLIANT,
+                format!("all {} evaluated rules pass", evaluation.checks.len()),
+            )
+        } else if blocked {
+            condition(
+                CONDITION_POLICY_COMPLIANT,
+                false,
+                REASON_BLOCKED_BY_POLICY,
+                format!(
+                    "not rolled out until the enforced rules pass (the last compliant rollout keeps serving): {}",
+                    failed.join(" | ")
+                ),
+            )
+        } else {
+            condition(
+                CONDITION_POLICY_COMPLIANT,
+                false,
+                REASON_VIOLATIONS_REPORTED,
+                failed.join(" | "),
+            )
+        });
+    }
+    let phase = if blocked && input.rollout.is_none() && input.invalid.is_none() {
+        PHASE_BLOCKED
+    } else {
+        phase
+    };
+
     // Conditions other controllers (governance) own are kept as they are.
     for kept in previous_conditions {
         if !conditions.iter().any(|c| c.type_ == kept.type_) {
@@ -251,6 +310,11 @@ pub fn desired_status(
                 resolved_version: p.resolved_version.clone(),
             })
             .collect(),
+        findings: input
+            .governance
+            .map(Evaluation::findings)
+            .unwrap_or_default(),
+        compliance: input.governance.map(Evaluation::compliance),
         ..previous.cloned().unwrap_or_default()
     }
 }
