@@ -10,7 +10,9 @@
 //! | `mcp_operator_events_total` | counter | |
 //! | `mcp_operator_managed_servers` | gauge | |
 //! | `mcp_operator_leader` | gauge | 1 while this replica holds the lease |
+//! | `mcp_operator_findings` | gauge | `rule`: a catalogue rule id; `severity`: critical, high, medium, low |
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +25,8 @@ use prometheus_client::registry::Registry;
 
 use super::Error;
 use super::children::ChildKind;
+use crate::api::server::Finding;
+use crate::governance::catalogue;
 
 /// Metric names (without the `_total` suffix counters get on exposition).
 pub const METRIC_RECONCILES: &str = "mcp_operator_reconciles";
@@ -33,6 +37,7 @@ pub const METRIC_STATUS_WRITES: &str = "mcp_operator_status_writes";
 pub const METRIC_EVENTS: &str = "mcp_operator_events";
 pub const METRIC_MANAGED_SERVERS: &str = "mcp_operator_managed_servers";
 pub const METRIC_LEADER: &str = "mcp_operator_leader";
+pub const METRIC_FINDINGS: &str = "mcp_operator_findings";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CategoryLabel {
@@ -42,6 +47,13 @@ struct CategoryLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
     kind: &'static str,
+}
+
+/// A catalogue rule and its severity: both from the catalogue, so the label set is bounded.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FindingLabel {
+    rule: &'static str,
+    severity: &'static str,
 }
 
 /// The controller's metrics and their registry.
@@ -56,6 +68,7 @@ pub struct Metrics {
     events: Counter,
     pub managed_servers: Gauge,
     pub leader: Gauge,
+    findings: Family<FindingLabel, Gauge>,
     /// Completed reconciles, for waiting on them (tests, benchmarks) without polling.
     reconciled: Arc<tokio::sync::watch::Sender<u64>>,
 }
@@ -71,6 +84,7 @@ impl Default for Metrics {
         let events = Counter::default();
         let managed_servers = Gauge::default();
         let leader = Gauge::default();
+        let findings = Family::<FindingLabel, Gauge>::default();
         registry.register(
             METRIC_RECONCILES,
             "Reconciles of MCPServers",
@@ -107,6 +121,11 @@ impl Default for Metrics {
             "1 while this replica holds the leader lease",
             leader.clone(),
         );
+        registry.register(
+            METRIC_FINDINGS,
+            "Governance findings in the status of the cached MCPServers, by rule and severity",
+            findings.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             reconciles,
@@ -117,6 +136,7 @@ impl Default for Metrics {
             events,
             managed_servers,
             leader,
+            findings,
             reconciled: Arc::new(tokio::sync::watch::channel(0).0),
         }
     }
@@ -152,6 +172,23 @@ impl Metrics {
         self.events.inc();
     }
 
+    /// Set the findings gauges from the status findings of every cached server; rule ids not
+    /// in the catalogue are not counted (they cannot come from this controller).
+    pub fn set_findings<'a>(&self, findings: impl Iterator<Item = &'a Finding>) {
+        let mut counts: BTreeMap<(&'static str, &'static str), i64> = BTreeMap::new();
+        for finding in findings {
+            if let Some(rule) = catalogue::rule(&finding.rule) {
+                *counts.entry((rule.id, rule.severity.as_str())).or_default() += 1;
+            }
+        }
+        self.findings.clear();
+        for ((rule, severity), count) in counts {
+            self.findings
+                .get_or_create(&FindingLabel { rule, severity })
+                .set(count);
+        }
+    }
+
     /// A receiver of the number of completed reconciles.
     pub fn reconciles(&self) -> tokio::sync::watch::Receiver<u64> {
         self.reconciled.subscribe()
@@ -164,5 +201,47 @@ impl Metrics {
             text.clear();
         }
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finding(rule: &str) -> Finding {
+        Finding {
+            rule: rule.into(),
+            severity: "ignored: the catalogue's severity is used".into(),
+            message: String::new(),
+            enforced: false,
+        }
+    }
+
+    #[test]
+    fn findings_gauges_count_catalogue_rules_by_severity_and_reset() {
+        let metrics = Metrics::default();
+        let findings = [
+            finding("MCP-SUPPLY-001"),
+            finding("MCP-SUPPLY-001"),
+            finding("MCP-AUTH-001"),
+            finding("MCP-MADE-UP-999"),
+        ];
+        metrics.set_findings(findings.iter());
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"mcp_operator_findings{rule="MCP-SUPPLY-001",severity="high"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"mcp_operator_findings{rule="MCP-AUTH-001",severity="critical"} 1"#),
+            "{text}"
+        );
+        assert!(!text.contains("MADE-UP"), "{text}");
+        metrics.set_findings(findings[2..3].iter());
+        let text = metrics.encode();
+        assert!(
+            !text.contains("MCP-SUPPLY-001"),
+            "fixed findings disappear: {text}"
+        );
     }
 }

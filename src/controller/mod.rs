@@ -686,10 +686,18 @@ async fn serve_health(
         .route(
             "/metrics",
             get(move || {
-                let managed: usize = servers
+                let cached: Vec<_> = servers
                     .lock()
-                    .map(|s| s.iter().map(|store| store.state().len()).sum())
-                    .unwrap_or(0);
+                    .map(|s| s.iter().flat_map(|store| store.state()).collect())
+                    .unwrap_or_default();
+                let managed = cached.len();
+                metrics.set_findings(
+                    cached
+                        .iter()
+                        .filter_map(|g| g.0.as_ref().ok())
+                        .filter_map(|s| s.status.as_ref())
+                        .flat_map(|s| s.findings.iter()),
+                );
                 metrics
                     .managed_servers
                     .set(i64::try_from(managed).unwrap_or(i64::MAX));
