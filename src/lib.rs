@@ -18,6 +18,7 @@ pub mod crdgen;
 pub mod gateway;
 pub mod governance;
 pub mod offline;
+pub mod report;
 pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -13,6 +13,7 @@ use mcp_operator::controller::leader::LeaseConfig;
 use mcp_operator::controller::{self, ControllerConfig, ControllerError};
 use mcp_operator::offline::check::{self, CheckFormat};
 use mcp_operator::offline::{self, OutputFormat};
+use mcp_operator::report::{self, ReportFormat};
 use mcp_operator::telemetry::{self, LogFormat};
 
 /// jemalloc: with tens of thousands of small cached objects, glibc's per-thread arenas keep
@@ -69,6 +70,18 @@ enum Command {
         /// Namespace of namespaced manifests that name none.
         #[arg(short = 'n', long, default_value = "default")]
         namespace: String,
+    },
+    /// The governance state of the MCPServers in a cluster: compliance, failing rules, quarantined tools.
+    Report {
+        /// Kubeconfig file; without it, the in-cluster configuration or $KUBECONFIG is used.
+        #[arg(long, value_name = "PATH")]
+        kubeconfig: Option<PathBuf>,
+        /// Only this namespace (default: all namespaces).
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+        format: ReportFormat,
     },
     /// Run the reconcile loops against a cluster (leader-elected, so two replicas are safe).
     Controller(ControllerArgs),
@@ -217,6 +230,23 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Report {
+            kubeconfig,
+            namespace,
+            format,
+        } => run_async(async move {
+            let (client, url) = kube_client(kubeconfig.as_deref()).await?;
+            let servers = report::fetch(client, namespace.as_deref())
+                .await
+                .map_err(|e| format!("cannot list MCPServers at {url}: {e}"))?;
+            let text = report::format(&report::rows(&servers), format)
+                .map_err(|e| format!("cannot format the report: {e}"))?;
+            if print_stdout(&text) == ExitCode::SUCCESS {
+                Ok(())
+            } else {
+                Err("the report could not be written".into())
+            }
+        }),
         Command::InstallGateway { to } => finish(mcp_operator::crdgen::install_binary(&to), 1),
     }
 }

@@ -34,7 +34,7 @@ fn install_gateway_into_a_missing_directory_fails_clearly() {
 #[test]
 fn help_lists_only_working_commands() {
     let help = common::stdout_of(&common::run(&["--help"]));
-    for command in ["crdgen", "render", "install-gateway"] {
+    for command in ["crdgen", "render", "check", "report", "install-gateway"] {
         assert!(help.contains(command), "{help}");
     }
     assert!(!help.to_lowercase().contains("not implemented"));
