@@ -1068,15 +1068,21 @@ async fn enforce_blocks_violating_servers_and_audit_rolls_them_out() {
         assert_eq!(before.spec, after.spec);
 
         let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
-        let list = events.list(&Default::default()).await.unwrap();
-        let blocked_event = list
-            .items
-            .iter()
-            .find(|e| {
-                e.reason.as_deref() == Some("RolloutBlocked")
-                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("tagged")
-            })
-            .expect("a RolloutBlocked event");
+        // Events are written after the status: wait for the next change until it is there.
+        let blocked_event = tokio::time::timeout(WAIT, async {
+            loop {
+                let list = events.list(&Default::default()).await.unwrap();
+                if let Some(e) = list.items.into_iter().find(|e| {
+                    e.reason.as_deref() == Some("RolloutBlocked")
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("tagged")
+                }) {
+                    return e;
+                }
+                let _ = wait_for(&servers, "tagged", "a change", |_| true).await;
+            }
+        })
+        .await
+        .expect("a RolloutBlocked event");
         assert_eq!(blocked_event.type_.as_deref(), Some("Warning"));
         assert!(blocked_event.note.as_deref().unwrap_or_default().contains("MCP-SUPPLY-001"));
 

@@ -753,10 +753,16 @@ impl Relay {
             && self.method == "tools/list"
             && let Some(result) = message.get_mut("result")
         {
+            // A poisoned lock still holds a whole inventory; filtering must never be skipped.
+            let known = gateway
+                .inventory
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             return filter_tools_result(
                 result,
                 &gateway.policy,
                 &gateway.tool_checks,
+                &known,
                 &self.principal,
             ) > 0;
         }
