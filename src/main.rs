@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use std::time::Duration;
 
 use mcp_operator::builders::{BuildContext, DEFAULT_GATEWAY_IMAGE, DEFAULT_OPERATOR_NAMESPACE};
+use mcp_operator::controller::inventory::InventorySettings;
 use mcp_operator::controller::leader::LeaseConfig;
 use mcp_operator::controller::{self, ControllerConfig, ControllerError};
 use mcp_operator::offline::check::{self, CheckFormat};
@@ -130,6 +131,10 @@ struct ControllerArgs {
     /// Reconciles running at once.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=512))]
     concurrency: u16,
+    /// Seconds between two reads of every running gateway's live tool inventory (status.tools,
+    /// ToolsVerified); a completed rollout is read at once.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    inventory_period_seconds: u64,
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -306,6 +311,10 @@ async fn controller(args: ControllerArgs) -> Result<(), String> {
         instance: identity,
         clock: controller::system_clock,
         metrics: Default::default(),
+        inventory: Some(InventorySettings {
+            period: Duration::from_secs(args.inventory_period_seconds),
+            ..InventorySettings::default()
+        }),
     };
     controller::run(config, shutdown_signal())
         .await

@@ -95,6 +95,7 @@ fn start_sharded(
         instance: identity.into(),
         clock: fixed_clock,
         metrics: metrics.clone(),
+        inventory: None,
     };
     let (stop, stopped) = oneshot::channel::<()>();
     let handle = tokio::spawn(controller::run(config, async move {
@@ -1108,4 +1109,55 @@ async fn enforce_blocks_violating_servers_and_audit_rolls_them_out() {
         assert!(tagged.status.unwrap().findings.iter().any(|f| f.rule == "MCP-SUPPLY-001" && !f.enforced));
     })
     .await;
+}
+
+/// A repeated Event (same reason and note) counts into the first one's series; the same reason
+/// with another note is a new Event, so what it says is never the first occurrence's text.
+#[tokio::test]
+async fn repeated_events_fold_into_a_series_and_new_notes_are_new_events() {
+    let api = double().await;
+    let publisher = controller::events::EventPublisher::new(
+        api.client("controller").unwrap(),
+        "mcp-operator",
+        "test",
+    );
+    let regarding = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some(API_VERSION.into()),
+        kind: Some("MCPServer".into()),
+        namespace: Some("events".into()),
+        name: Some("peer".into()),
+        uid: Some("1".into()),
+        ..Default::default()
+    };
+    use kube::runtime::events::EventType::Warning;
+    publisher
+        .publish(&regarding, Warning, "ToolQuarantined", "echo changed")
+        .await
+        .unwrap();
+    publisher
+        .publish(&regarding, Warning, "ToolQuarantined", "echo changed")
+        .await
+        .unwrap();
+    publisher
+        .publish(&regarding, Warning, "ToolQuarantined", "add is new")
+        .await
+        .unwrap();
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(api.client("user").unwrap(), "events");
+    let mut seen: Vec<(String, Option<i32>)> = events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|e| (e.note.unwrap_or_default(), e.series.map(|s| s.count)))
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("add is new".to_owned(), None),
+            ("echo changed".to_owned(), Some(2))
+        ]
+    );
 }

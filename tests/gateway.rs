@@ -159,34 +159,6 @@ fn stdio_server_bridged_and_restarted() {
     assert_eq!(again["echo"][0], "hello through the gateway");
 }
 
-const ACCEPT_BOTH: &str = "application/json, text/event-stream";
-
-fn initialize(client: &reqwest::blocking::Client, url: &str) -> String {
-    let response = client
-        .post(url)
-        .header("content-type", "application/json")
-        .header("accept", ACCEPT_BOTH)
-        .body(json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}).to_string())
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let session = response.headers()["mcp-session-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let note = client
-        .post(url)
-        .header("content-type", "application/json")
-        .header("accept", ACCEPT_BOTH)
-        .header("mcp-session-id", &session)
-        .header("mcp-protocol-version", "2025-11-25")
-        .body(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
-        .send()
-        .unwrap();
-    assert_eq!(note.status(), 202);
-    session
-}
-
 /// The JSON-RPC error code in a body that may be JSON or one SSE event.
 fn rpc_error_code(body: &str) -> Option<i64> {
     let json = body
@@ -640,35 +612,6 @@ fn spans_are_exported_over_otlp_and_the_trace_continues_upstream() {
             "the gateway's span is not the parent"
         );
     }
-}
-
-fn rpc(client: &reqwest::blocking::Client, url: &str, session: &str, body: Value) -> Value {
-    let text = client
-        .post(url)
-        .header("content-type", "application/json")
-        .header("accept", ACCEPT_BOTH)
-        .header("mcp-session-id", session)
-        .header("mcp-protocol-version", "2025-11-25")
-        .body(body.to_string())
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    let json = text
-        .lines()
-        .find_map(|l| l.strip_prefix("data: "))
-        .unwrap_or(&text);
-    serde_json::from_str(json).unwrap()
-}
-
-fn inventory_tools(gateway: &Gateway) -> Vec<Value> {
-    let inventory: Value = http()
-        .get(gateway.admin_url("/inventory"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    inventory["inventory"]["tools"].as_array().unwrap().clone()
 }
 
 #[test]

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::common::{Enforcement, RateLimit, ToolAccessRule};
+use super::policy::OverrideEnforcement;
 use super::prompt::{PromptArgument, PromptMessage};
 
 /// `apiVersion` of the gateway configuration document.
@@ -140,6 +141,14 @@ pub struct GatewayTools {
     /// Hide flagged, new and changed tools (an Enforce policy); otherwise they are only reported.
     #[serde(default)]
     pub quarantine: bool,
+    /// Tool rules whose handling a policy override changed, by rule id: `Disabled` drops the
+    /// rule's findings, `Audit` reports without hiding, `Enforce` hides without `quarantine`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rule_overrides: BTreeMap<String, OverrideEnforcement>,
+    /// Seconds between two reads of the server's tool list besides `list_changed` notifications
+    /// (default 60; at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_seconds: Option<u32>,
 }
 
 /// Request limits.

@@ -3,10 +3,13 @@
 //! and the strictest setting wins. Whether the server *complies* is the governance engine's
 //! question; this module only decides what is rendered.
 
+use std::collections::BTreeMap;
+
 use ipnet::IpNet;
 
 use crate::api::MCPPolicy;
 use crate::api::common::{Enforcement, RateLimit, ToolAccessRule, ToolRateLimit};
+use crate::api::policy::OverrideEnforcement;
 use crate::api::server::{EgressRule, MCPServerSpec};
 
 /// Merged runtime settings.
@@ -30,6 +33,8 @@ pub struct EffectiveSettings {
     pub pin_definitions: bool,
     /// Any policy (or the default) scans tool descriptions.
     pub scan_descriptions: bool,
+    /// Tool rules (MCP-TOOL-*, MCP-PIN-*) whose handling a policy override changed.
+    pub tool_rule_overrides: BTreeMap<String, OverrideEnforcement>,
     /// Tightest rate limit of the server and the policies.
     pub rate_limit: Option<RateLimit>,
     /// Declared egress the policies permit.
@@ -111,6 +116,7 @@ pub fn merge(server: &MCPServerSpec, policies: &[&MCPPolicy]) -> EffectiveSettin
         tool_deny,
         pin_definitions,
         scan_descriptions,
+        tool_rule_overrides: crate::governance::tool_rule_overrides(policies),
         rate_limit,
         egress,
         egress_refused,

@@ -87,6 +87,8 @@ pub fn gateway_config(
                 .map(|a| (a.name.clone(), a.sha256.clone()))
                 .collect(),
             quarantine: effective.enforcement == Enforcement::Enforce,
+            rule_overrides: effective.tool_rule_overrides.clone(),
+            refresh_seconds: None,
         },
         limits: GatewayLimits {
             max_request_bytes: gateway

@@ -1,4 +1,4 @@
-//! What every reconcile shares: the client, the caches, the recorder, metrics, backoff state.
+//! What every reconcile shares: the client, the caches, the event publisher, metrics, backoff state.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -9,16 +9,16 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
 use kube::Resource;
 use kube::core::PartialObjectMeta;
-use kube::runtime::events::{EventType, Recorder};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::api::{MCPPolicy, MCPPromptVersion, MCPServer};
 use crate::builders::BuildContext;
 
 use super::children::{Baselines, ChildKind};
+use super::events::EventPublisher;
 use super::index::{ChildIndex, ObservedChild};
 use super::metrics::Metrics;
-use super::reconcile::event;
 use super::status::RolloutState;
 
 /// The caches a reconcile reads instead of calling the API server.
@@ -144,13 +144,15 @@ pub struct Context {
     pub client: Client,
     pub build: BuildContext,
     pub stores: Stores,
-    pub recorder: Recorder,
+    pub events: EventPublisher,
     pub metrics: Metrics,
     pub backoff: Backoff,
     pub baselines: Baselines,
     pub status_memory: Arc<StatusMemory>,
     /// The clock conditions are stamped with.
     pub clock: fn() -> Time,
+    /// The gateways' live tool inventories, when they are read.
+    pub inventories: Option<Arc<super::inventory::InventoryReader>>,
 }
 
 impl Context {
@@ -200,11 +202,7 @@ impl Context {
         reason: &str,
         note: &str,
     ) {
-        if let Err(e) = self
-            .recorder
-            .publish(&event(type_, reason, note), reference)
-            .await
-        {
+        if let Err(e) = self.events.publish(reference, type_, reason, note).await {
             tracing::warn!(error = %e, reason, "could not record an event");
         }
         self.metrics.event_published();

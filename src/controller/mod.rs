@@ -4,7 +4,9 @@
 
 pub mod children;
 pub mod context;
+pub mod events;
 pub mod index;
+pub mod inventory;
 pub mod leader;
 pub mod metrics;
 pub mod reconcile;
@@ -30,7 +32,6 @@ use kube::api::Api;
 use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::PredicateConfig;
 use kube::runtime::controller::{Action, Config as ControllerRuntimeConfig, Controller};
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, CustomResourceExt, Resource, ResourceExt};
@@ -125,6 +126,8 @@ pub struct ControllerConfig {
     pub instance: String,
     pub clock: fn() -> Time,
     pub metrics: Metrics,
+    /// Reading the gateways' live tool inventories; `None` reads none (no tool status).
+    pub inventory: Option<inventory::InventorySettings>,
 }
 
 /// The wall clock.
@@ -483,21 +486,34 @@ fn scope_controller(
         namespaces,
         children,
     };
+    let inventories = config
+        .inventory
+        .clone()
+        .map(|settings| Arc::new(inventory::InventoryReader::new(settings)));
+    if let Some(reader) = &inventories {
+        let children = stores.children.clone();
+        tasks.push(tokio::spawn(reader.clone().run(
+            servers.clone(),
+            move |namespace, name| {
+                children[ChildKind::Deployment as usize]
+                    .get(namespace, name)?
+                    .rollout
+            },
+            triggers.clone(),
+        )));
+    }
     drop(triggers);
-    let reporter = Reporter {
-        controller: MANAGER.into(),
-        instance: Some(config.instance.clone()),
-    };
     let context = Arc::new(Context {
         client: client.clone(),
         build: config.build.clone(),
         stores: stores.clone(),
-        recorder: Recorder::new(client.clone(), reporter),
+        events: events::EventPublisher::new(client.clone(), MANAGER, &config.instance),
         metrics,
         backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(300)),
         baselines: Default::default(),
         status_memory,
         clock: config.clock,
+        inventories,
     });
 
     let concurrency = config.concurrency;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event as KubeEvent, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
@@ -20,12 +20,15 @@ use crate::api::{MCPPolicy, MCPServer};
 use crate::builders::labels::selector_string;
 use crate::builders::{self, DesiredState, ServerInputs};
 use crate::governance;
+use crate::governance::pinning::{
+    STATE_APPROVED, STATE_QUARANTINED, ToolAssessment, ToolCheckSettings, assess,
+};
 use crate::validation::semantic;
 
 use super::children::{self, ChildKind, DesiredChild, FIELD_MANAGER, child_identity};
 use super::context::Context;
 use super::index::digest;
-use super::status::{self, RolloutState, StatusInput};
+use super::status::{self, LiveTools, RolloutState, StatusInput};
 use super::{Error, GuardedServer};
 
 /// How often every server is reconciled regardless of events: a safety net, the watches do
@@ -47,6 +50,11 @@ pub const EVENT_POLICY_VIOLATION: &str = "PolicyViolation";
 pub const EVENT_ROLLOUT_BLOCKED: &str = "RolloutBlocked";
 /// The server passes every rule again (Normal).
 pub const EVENT_POLICY_COMPLIANT: &str = "PolicyCompliant";
+
+/// Live tools started being hidden by the gateway (Warning; names the tools and why).
+pub const EVENT_TOOL_QUARANTINED: &str = "ToolQuarantined";
+/// Live tools started failing checks while still served (Warning).
+pub const EVENT_TOOL_NOT_APPROVED: &str = "ToolNotApproved";
 
 /// Event reason for an MCPServer the controller cannot read.
 pub const EVENT_MALFORMED: &str = "Malformed";
@@ -77,6 +85,9 @@ pub async fn reconcile(guarded: Arc<GuardedServer>, ctx: Arc<Context>) -> Result
     if server.meta().deletion_timestamp.is_some() {
         // Children go with it through their owner references; nothing outside Kubernetes to clean.
         ctx.baselines.forget_server(&namespace, &server.name_any());
+        if let Some(reader) = &ctx.inventories {
+            reader.forget(&ObjectRef::from_obj(guarded.as_ref()));
+        }
         return Ok(Action::await_change());
     }
     let result = reconcile_inner(server, &namespace, &ctx).await;
@@ -157,8 +168,24 @@ async fn reconcile_inner(
     )?;
 
     // 4. Govern: a server failing an enforced rule is not rolled out; what runs keeps running.
-    let evaluation = governance::evaluate(server, &policy_refs, &desired);
+    let mut evaluation = governance::evaluate(server, &policy_refs, &desired);
     let blocked = evaluation.blocked();
+    // The live tools, assessed with the checks the gateway runs under this configuration.
+    let server_key = ObjectRef::<GuardedServer>::new(&name).within(namespace);
+    let observation = ctx
+        .inventories
+        .as_ref()
+        .and_then(|reader| reader.observation(&server_key));
+    let assessments: Vec<ToolAssessment> = match &observation {
+        Some(seen) if seen.problem.is_none() => assess(
+            &seen.tools,
+            &ToolCheckSettings::for_gateway(&desired.gateway_config.tools),
+        ),
+        _ => Vec::new(),
+    };
+    if observation.as_ref().is_some_and(|o| o.problem.is_none()) {
+        evaluation.add_live(&assessments, &policy_refs);
+    }
 
     // 5. Apply what differs; delete what is no longer wanted.
     let mut applied_deployment = None;
@@ -229,8 +256,11 @@ async fn reconcile_inner(
         invalid: None,
         apply_error: apply_error.as_ref().map(ToString::to_string),
         governance: Some(&evaluation),
+        live_tools: observation.as_ref().map(|seen| LiveTools {
+            assessments: &assessments,
+            problem: seen.problem.as_deref(),
+        }),
     };
-    let previous = server.status.clone().unwrap_or_default();
     // A Deployment spec written moments ago whose rollout the cache does not show yet: its
     // status is written once it does (the Deployment's change wakes this server), which saves
     // a write per change. Past the grace period the status is written regardless.
@@ -247,7 +277,7 @@ async fn reconcile_inner(
             });
     if !rollout_unknown {
         let written = write_status(server, ctx, &input, &applied_policies).await?;
-        if let Some(new_status) = written {
+        if let Some((previous, new_status)) = written {
             announce_transitions(server, ctx, &previous, &new_status, &desired).await;
         }
     }
@@ -262,6 +292,15 @@ async fn reconcile_inner(
         return Err(error);
     }
     let complete = rollout.as_ref().is_some_and(RolloutState::complete);
+    // A finished rollout may run a new gateway: read its inventory now, not at the next period.
+    if let (Some(reader), Some(state)) = (&ctx.inventories, &rollout)
+        && complete
+        && observation
+            .as_ref()
+            .is_none_or(|seen| seen.deployment_generation < state.generation)
+    {
+        reader.request(server_key);
+    }
     Ok(if rollout_unknown {
         Action::requeue(ROLLOUT_STATUS_FALLBACK)
     } else if complete {
@@ -308,13 +347,13 @@ pub fn rollout_from_deployment(d: &Deployment) -> RolloutState {
 }
 
 /// Write the status when it differs from the current one (ignoring timestamps). Returns the
-/// status written, if any.
+/// status it replaced and the status written, if any.
 async fn write_status(
     server: &MCPServer,
     ctx: &Context,
     input: &StatusInput<'_>,
     policies: &[AppliedPolicy],
-) -> Result<Option<MCPServerStatus>, Error> {
+) -> Result<Option<(MCPServerStatus, MCPServerStatus)>, Error> {
     // The cache may not show the controller's own last status write yet: compare with that.
     let key = ObjectRef::<GuardedServer>::new(&server.name_any())
         .within(&server.namespace().unwrap_or_default());
@@ -359,7 +398,7 @@ async fn write_status(
         )
     })?;
     ctx.metrics.status_written();
-    Ok(Some(desired))
+    Ok(Some((previous.cloned().unwrap_or_default(), desired)))
 }
 
 /// The resourceVersion of an object as a number (etcd's are), 0 when it is not one.
@@ -415,6 +454,7 @@ async fn announce_transitions(
             ctx.publish(server, type_, event_reason, &message).await;
         }
     }
+    announce_tool_changes(server, ctx, previous, new).await;
     let before: BTreeMap<&str, Option<&str>> = previous
         .prompts
         .iter()
@@ -448,13 +488,52 @@ async fn announce_transitions(
     }
 }
 
-/// The event recorder's note for a Kubernetes event.
-pub fn event(type_: EventType, reason: &str, note: &str) -> KubeEvent {
-    KubeEvent {
-        type_,
-        reason: reason.into(),
-        note: Some(note.chars().take(1000).collect()),
-        action: "Reconcile".into(),
-        secondary: None,
+/// One Warning Event for the tools newly hidden by the gateway, one for those newly failing
+/// checks while still served; a tool whose state did not change is not news.
+async fn announce_tool_changes(
+    server: &MCPServer,
+    ctx: &Context,
+    previous: &MCPServerStatus,
+    new: &MCPServerStatus,
+) {
+    let before: BTreeMap<&str, &str> = previous
+        .tools
+        .iter()
+        .map(|t| (t.name.as_str(), t.state.as_str()))
+        .collect();
+    let (mut hidden, mut unapproved) = (Vec::new(), Vec::new());
+    for tool in &new.tools {
+        if before.get(tool.name.as_str()) == Some(&tool.state.as_str())
+            || tool.state == STATE_APPROVED
+        {
+            continue;
+        }
+        let line = format!(
+            "{} ({}: {})",
+            tool.name,
+            tool.state,
+            tool.reasons.join("; ")
+        );
+        if tool.state == STATE_QUARANTINED {
+            hidden.push(line);
+        } else {
+            unapproved.push(line);
+        }
+    }
+    if !hidden.is_empty() {
+        let note = format!(
+            "the gateway hides these tools until they are approved (spec.toolApprovals) or fixed: {}",
+            hidden.join(" | ")
+        );
+        ctx.publish(server, EventType::Warning, EVENT_TOOL_QUARANTINED, &note)
+            .await;
+    }
+    if !unapproved.is_empty() {
+        let note = format!(
+            "these tools fail the tool checks and are still served: {}",
+            unapproved.join(" | ")
+        );
+        ctx.publish(server, EventType::Warning, EVENT_TOOL_NOT_APPROVED, &note)
+            .await;
     }
 }

@@ -3,9 +3,10 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::api::server::{MCPServerStatus, ResolvedPrompt};
+use crate::api::server::{MCPServerStatus, ResolvedPrompt, ToolStatus};
 use crate::builders::PromptOutcome;
 use crate::governance::Evaluation;
+use crate::governance::pinning::{STATE_APPROVED, ToolAssessment};
 
 /// Condition types (each documented where it is set).
 pub const CONDITION_READY: &str = "Ready";
@@ -13,6 +14,8 @@ pub const CONDITION_PROGRESSING: &str = "Progressing";
 pub const CONDITION_DEGRADED: &str = "Degraded";
 pub const CONDITION_PROMPTS_RESOLVED: &str = "PromptsResolved";
 pub const CONDITION_AUTH_CONFIGURED: &str = "AuthConfigured";
+/// Whether the gateway's live tools all pass the tool checks (pins, poisoning, hygiene).
+pub const CONDITION_TOOLS_VERIFIED: &str = "ToolsVerified";
 /// Whether the server passes every governance rule the selecting policies apply.
 pub const CONDITION_POLICY_COMPLIANT: &str = "PolicyCompliant";
 
@@ -32,6 +35,15 @@ pub const REASON_COMPLIANT: &str = "Compliant";
 pub const REASON_VIOLATIONS_REPORTED: &str = "ViolationsReported";
 /// An enforced rule fails: the change is not rolled out.
 pub const REASON_BLOCKED_BY_POLICY: &str = "BlockedByPolicy";
+
+/// Every live tool is approved and passes the checks.
+pub const REASON_ALL_APPROVED: &str = "AllApproved";
+/// The gateway hides tools until they are approved or fixed.
+pub const REASON_TOOLS_QUARANTINED: &str = "ToolsQuarantined";
+/// Tools fail checks and are still served (no Enforce policy).
+pub const REASON_TOOLS_NOT_APPROVED: &str = "ToolsNotApproved";
+/// The gateway's inventory could not be read, or it has no tool list yet.
+pub const REASON_INVENTORY_UNAVAILABLE: &str = "InventoryUnavailable";
 
 /// Phases shown in `status.phase`.
 pub const PHASE_READY: &str = "Ready";
@@ -82,6 +94,65 @@ pub struct StatusInput<'a> {
     pub apply_error: Option<String>,
     /// The governance evaluation (absent for an invalid spec).
     pub governance: Option<&'a Evaluation>,
+    /// The live tools, when the gateway's inventory was read.
+    pub live_tools: Option<LiveTools<'a>>,
+}
+
+/// The gateway's live tools, as assessed, or why there are none.
+#[derive(Clone, Copy, Debug)]
+pub struct LiveTools<'a> {
+    pub assessments: &'a [ToolAssessment],
+    /// Why the inventory could not be had.
+    pub problem: Option<&'a str>,
+}
+
+/// The `ToolsVerified` condition's status, reason and message.
+fn tools_verified(live: &LiveTools<'_>) -> (&'static str, &'static str, String) {
+    if let Some(problem) = live.problem {
+        return ("Unknown", REASON_INVENTORY_UNAVAILABLE, problem.to_owned());
+    }
+    let describe = |tools: Vec<&ToolAssessment>| {
+        tools
+            .iter()
+            .map(|t| format!("{} ({})", t.name, t.state))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let hidden: Vec<&ToolAssessment> = live.assessments.iter().filter(|t| t.hidden).collect();
+    let unapproved: Vec<&ToolAssessment> = live
+        .assessments
+        .iter()
+        .filter(|t| !t.hidden && t.state != STATE_APPROVED)
+        .collect();
+    if !hidden.is_empty() {
+        (
+            "False",
+            REASON_TOOLS_QUARANTINED,
+            format!(
+                "{} of {} tools hidden by the gateway until approved or fixed (see status.tools): {}",
+                hidden.len(),
+                live.assessments.len(),
+                describe(hidden)
+            ),
+        )
+    } else if !unapproved.is_empty() {
+        (
+            "False",
+            REASON_TOOLS_NOT_APPROVED,
+            format!(
+                "{} of {} tools fail checks and are still served (see status.tools): {}",
+                unapproved.len(),
+                live.assessments.len(),
+                describe(unapproved)
+            ),
+        )
+    } else {
+        (
+            "True",
+            REASON_ALL_APPROVED,
+            format!("all {} tools pass the tool checks", live.assessments.len()),
+        )
+    }
 }
 
 /// Compute the desired status; conditions keep their `lastTransitionTime` unless their status flips.
@@ -238,6 +309,19 @@ pub fn desired_status(
         )
     });
 
+    if let Some(live) = &input.live_tools {
+        let (status, reason, message) = tools_verified(live);
+        conditions.push(make_condition_status(
+            previous_conditions,
+            CONDITION_TOOLS_VERIFIED,
+            status,
+            reason,
+            message,
+            input.generation,
+            now,
+        ));
+    }
+
     let blocked = input.governance.is_some_and(Evaluation::blocked);
     if let Some(evaluation) = input.governance {
         let failed: Vec<String> = evaluation
@@ -315,6 +399,19 @@ pub fn desired_status(
             .map(Evaluation::findings)
             .unwrap_or_default(),
         compliance: input.governance.map(Evaluation::compliance),
+        tools: match &input.live_tools {
+            Some(live) => live
+                .assessments
+                .iter()
+                .map(|t| ToolStatus {
+                    name: t.name.clone(),
+                    sha256: t.sha256.clone(),
+                    state: t.state.to_owned(),
+                    reasons: t.reasons(),
+                })
+                .collect(),
+            None => previous.map(|p| p.tools.clone()).unwrap_or_default(),
+        },
         ..previous.cloned().unwrap_or_default()
     }
 }
@@ -329,6 +426,18 @@ fn make_condition(
     now: &Time,
 ) -> Condition {
     let status = if ok { "True" } else { "False" };
+    make_condition_status(previous, type_, status, reason, message, generation, now)
+}
+
+fn make_condition_status(
+    previous: &[Condition],
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
     let last_transition_time = previous
         .iter()
         .find(|c| c.type_ == type_ && c.status == status)
@@ -472,5 +581,67 @@ mod tests {
                 .iter()
                 .any(|c| c.type_ == "PolicyCompliant")
         );
+    }
+
+    #[test]
+    fn tools_verified_says_which_tools_are_hidden_or_unapproved_or_why_none_were_read() {
+        use crate::governance::pinning::{STATE_FLAGGED, STATE_QUARANTINED};
+        let tool = |name: &str, state: &'static str, hidden: bool| ToolAssessment {
+            name: name.into(),
+            sha256: "ab".repeat(32),
+            state,
+            failures: Vec::new(),
+            hidden,
+        };
+        let verdict = |tools: &[ToolAssessment], problem: Option<&str>| {
+            let input = StatusInput {
+                live_tools: Some(LiveTools {
+                    assessments: tools,
+                    problem,
+                }),
+                ..Default::default()
+            };
+            let status = desired_status(&input, None, &at(1));
+            let condition = status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == CONDITION_TOOLS_VERIFIED)
+                .unwrap()
+                .clone();
+            (status, condition)
+        };
+        let (status, ok) = verdict(&[tool("echo", STATE_APPROVED, false)], None);
+        assert_eq!(
+            (ok.status.as_str(), ok.reason.as_str()),
+            ("True", REASON_ALL_APPROVED)
+        );
+        assert_eq!(status.tools[0].sha256, "ab".repeat(32));
+
+        let (_, hidden) = verdict(
+            &[
+                tool("echo", STATE_APPROVED, false),
+                tool("add", STATE_QUARANTINED, true),
+                tool("time", STATE_FLAGGED, false),
+            ],
+            None,
+        );
+        assert_eq!(hidden.reason, REASON_TOOLS_QUARANTINED);
+        assert!(
+            hidden.message.contains("1 of 3 tools hidden")
+                && hidden.message.contains("add (Quarantined)")
+        );
+
+        let (_, served) = verdict(&[tool("time", STATE_FLAGGED, false)], None);
+        assert_eq!(
+            (served.status.as_str(), served.reason.as_str()),
+            ("False", REASON_TOOLS_NOT_APPROVED)
+        );
+
+        let (status, unknown) = verdict(&[], Some("the gateway's admin endpoint does not answer"));
+        assert_eq!(
+            (unknown.status.as_str(), unknown.reason.as_str()),
+            ("Unknown", REASON_INVENTORY_UNAVAILABLE)
+        );
+        assert!(status.tools.is_empty());
     }
 }

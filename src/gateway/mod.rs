@@ -132,6 +132,14 @@ pub fn load_config(path: &Path) -> Result<GatewayConfig, GatewayError> {
             ),
         });
     }
+    if config.tools.refresh_seconds == Some(0) {
+        return Err(GatewayError::Config {
+            path: shown,
+            message:
+                "tools.refreshSeconds: 0 is not allowed; expected 1 or more seconds (default 60)"
+                    .into(),
+        });
+    }
     Ok(config)
 }
 
@@ -308,7 +316,12 @@ pub async fn run(
     }
     tasks.spawn(server::keep_inventory(
         gateway.clone(),
-        INVENTORY_REFRESH_PERIOD,
+        config
+            .tools
+            .refresh_seconds
+            .map_or(INVENTORY_REFRESH_PERIOD, |s| {
+                Duration::from_secs(u64::from(s.max(1)))
+            }),
         stop.clone(),
     ));
     tasks.spawn(server::housekeeping(gateway.clone(), stop.clone()));

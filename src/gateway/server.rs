@@ -758,6 +758,12 @@ impl Relay {
                 .inventory
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(listed) = result.get("tools").and_then(Value::as_array)
+                && !known.knows_all(listed)
+            {
+                // The server changed a tool without telling: read the list again now.
+                gateway.tools_changed.notify_one();
+            }
             return filter_tools_result(
                 result,
                 &gateway.policy,

@@ -304,7 +304,7 @@ pub const RULES: &[Rule] = &[
         severity: Severity::Critical,
         sources: &[Source::Live, Source::Resource],
         mode: Mode::Block,
-        remediation: "Review the changed tool in status.tools; if the change is expected, set its new sha256 in spec.toolApprovals (the gateway's admin /inventory, and status.tools once the controller reads it, show the live hash). Until then the gateway hides it under a policy with tools.pinDefinitions.",
+        remediation: "Review the changed tool (status.tools has its live hash and why; the gateway's admin /inventory its definition); if the change is expected, set its new sha256 in spec.toolApprovals (docs/tool-approvals.md). Until then the gateway hides it under an Enforce policy with tools.pinDefinitions.",
     },
     Rule {
         id: PIN_CATALOGUE,
@@ -312,9 +312,17 @@ pub const RULES: &[Rule] = &[
         severity: Severity::High,
         sources: &[Source::Live, Source::Resource],
         mode: Mode::Block,
-        remediation: "Review the new tool in status.tools and add it with its sha256 to spec.toolApprovals; until then the gateway hides it under a policy with tools.pinDefinitions.",
+        remediation: "Review the new tool in status.tools and add it with its sha256 to spec.toolApprovals (docs/tool-approvals.md); until then the gateway hides it under an Enforce policy with tools.pinDefinitions.",
     },
 ];
+
+impl Rule {
+    /// Whether the rule reads the running server's tools: the gateway enforces it (by hiding
+    /// tools), it never blocks a rollout, and `check` cannot evaluate it offline.
+    pub fn is_live(&self) -> bool {
+        self.sources.contains(&Source::Live)
+    }
+}
 
 /// The rule with `id`.
 pub fn rule(id: &str) -> Option<&'static Rule> {

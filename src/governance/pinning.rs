@@ -9,6 +9,8 @@ use serde_json::Value;
 
 use super::catalogue::{PIN_CATALOGUE, PIN_DEFINITION};
 use super::poisoning::scan_tools;
+use crate::api::gateway_config::GatewayTools;
+use crate::api::policy::OverrideEnforcement;
 use crate::gateway::inventory::definition_hash;
 
 /// Approved: pinned and matching, or no pin required and nothing flagged.
@@ -31,13 +33,16 @@ pub struct ToolCheckSettings<'a> {
     pub scan_descriptions: bool,
     /// Approved hashes by tool name.
     pub approved: &'a BTreeMap<String, String>,
-    /// Hide what fails instead of only reporting it.
+    /// Hide what fails instead of only reporting it (the default for every tool rule).
     pub quarantine: bool,
+    /// Tool rules whose setting a policy override changed, by rule id.
+    pub overrides: &'a BTreeMap<String, OverrideEnforcement>,
     /// Other servers' tool names (shadowing).
     pub foreign: &'a [&'a str],
 }
 
 static NO_APPROVALS: BTreeMap<String, String> = BTreeMap::new();
+static NO_OVERRIDES: BTreeMap<String, OverrideEnforcement> = BTreeMap::new();
 
 impl Default for ToolCheckSettings<'_> {
     fn default() -> Self {
@@ -46,9 +51,46 @@ impl Default for ToolCheckSettings<'_> {
             scan_descriptions: false,
             approved: &NO_APPROVALS,
             quarantine: false,
+            overrides: &NO_OVERRIDES,
             foreign: &[],
         }
     }
+}
+
+impl<'a> ToolCheckSettings<'a> {
+    /// The settings a gateway configuration gives (no foreign tool names: a gateway knows only
+    /// its own server).
+    pub fn for_gateway(tools: &'a GatewayTools) -> Self {
+        ToolCheckSettings {
+            pin_definitions: tools.pin_definitions,
+            scan_descriptions: tools.scan_descriptions,
+            approved: &tools.approved,
+            quarantine: tools.quarantine,
+            overrides: &tools.rule_overrides,
+            foreign: &[],
+        }
+    }
+
+    /// How a failure of `rule` is handled: the override if there is one, else hide under
+    /// quarantine and report otherwise.
+    pub fn setting(&self, rule: &str) -> OverrideEnforcement {
+        match self.overrides.get(rule) {
+            Some(setting) => *setting,
+            None if self.quarantine => OverrideEnforcement::Enforce,
+            None => OverrideEnforcement::Audit,
+        }
+    }
+}
+
+/// One failed tool check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ToolFailure {
+    /// Rule id (`MCP-TOOL-001`, `MCP-PIN-002` ...).
+    pub rule: &'static str,
+    /// What was seen and, for pins, what to approve.
+    pub message: String,
+    /// Whether this failure hides the tool.
+    pub hides: bool,
 }
 
 /// One tool's verdict.
@@ -58,10 +100,20 @@ pub struct ToolAssessment {
     pub sha256: String,
     /// One of the `STATE_*` values.
     pub state: &'static str,
-    /// `RULE: what was seen`, one per failed check.
-    pub reasons: Vec<String>,
+    /// The failed checks (rules a policy disabled are left out).
+    pub failures: Vec<ToolFailure>,
     /// Whether the gateway hides the tool.
     pub hidden: bool,
+}
+
+impl ToolAssessment {
+    /// `RULE: what was seen`, one per failed check.
+    pub fn reasons(&self) -> Vec<String> {
+        self.failures
+            .iter()
+            .map(|f| format!("{}: {}", f.rule, f.message))
+            .collect()
+    }
 }
 
 /// Assess every tool of one `tools/list`.
@@ -71,41 +123,53 @@ pub fn assess(tools: &[Value], settings: &ToolCheckSettings<'_>) -> Vec<ToolAsse
     } else {
         BTreeMap::new()
     };
+    let failure = |rule: &'static str, message: String| {
+        let setting = settings.setting(rule);
+        (setting != OverrideEnforcement::Disabled).then_some(ToolFailure {
+            rule,
+            message,
+            hides: setting == OverrideEnforcement::Enforce,
+        })
+    };
     tools
         .iter()
         .filter_map(|tool| {
             let name = tool.get("name")?.as_str()?.to_owned();
             let sha256 = definition_hash(tool);
-            let mut reasons: Vec<String> = flags
+            let mut failures: Vec<ToolFailure> = flags
                 .get(&name)
                 .into_iter()
                 .flatten()
-                .map(|f| format!("{}: {}", f.rule, f.message()))
+                .filter_map(|f| failure(f.rule, f.message()))
                 .collect();
-            let flagged = !reasons.is_empty();
+            let flagged = !failures.is_empty();
             let mut state = if flagged { STATE_FLAGGED } else { STATE_APPROVED };
             if settings.pin_definitions {
-                match settings.approved.get(&name) {
-                    None => {
-                        reasons.push(format!(
-                            "{PIN_CATALOGUE}: new tool: approve it with {{name: {name}, sha256: {sha256}}} in spec.toolApprovals"
-                        ));
-                        if !flagged {
-                            state = STATE_NEW;
-                        }
+                let pin = match settings.approved.get(&name) {
+                    None => failure(
+                        PIN_CATALOGUE,
+                        format!(
+                            "new tool: approve it with {{name: {name}, sha256: {sha256}}} in spec.toolApprovals"
+                        ),
+                    )
+                    .map(|f| (f, STATE_NEW)),
+                    Some(pinned) if *pinned != sha256 => failure(
+                        PIN_DEFINITION,
+                        format!(
+                            "definition changed from the approved {pinned}: review it, then approve sha256 {sha256}"
+                        ),
+                    )
+                    .map(|f| (f, STATE_CHANGED)),
+                    Some(_) => None,
+                };
+                if let Some((pin, pin_state)) = pin {
+                    failures.push(pin);
+                    if !flagged {
+                        state = pin_state;
                     }
-                    Some(pinned) if *pinned != sha256 => {
-                        reasons.push(format!(
-                            "{PIN_DEFINITION}: definition changed from the approved {pinned}: review it, then approve sha256 {sha256}"
-                        ));
-                        if !flagged {
-                            state = STATE_CHANGED;
-                        }
-                    }
-                    Some(_) => {}
                 }
             }
-            let hidden = settings.quarantine && state != STATE_APPROVED;
+            let hidden = failures.iter().any(|f| f.hides);
             if hidden {
                 state = STATE_QUARANTINED;
             }
@@ -113,7 +177,7 @@ pub fn assess(tools: &[Value], settings: &ToolCheckSettings<'_>) -> Vec<ToolAsse
                 name,
                 sha256,
                 state,
-                reasons,
+                failures,
                 hidden,
             })
         })
@@ -180,18 +244,18 @@ mod tests {
         );
         assert!(
             audit[1]
-                .reasons
+                .reasons()
                 .iter()
                 .any(|r| r.starts_with("MCP-TOOL-001"))
         );
         assert!(
             audit[1]
-                .reasons
+                .reasons()
                 .iter()
                 .any(|r| r.starts_with("MCP-PIN-002"))
         );
         assert!(
-            audit[2].reasons[0].contains(&audit[2].sha256),
+            audit[2].reasons()[0].contains(&audit[2].sha256),
             "the new hash to approve"
         );
         settings.quarantine = true;
@@ -211,6 +275,6 @@ mod tests {
         settings.approved = &approved;
         let released = assess(&tools, &settings);
         assert_eq!(released[2].state, STATE_APPROVED);
-        assert!(released[2].reasons.is_empty());
+        assert!(released[2].failures.is_empty());
     }
 }

@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use mcp_operator::api::gateway_config::{GatewayConfig, Upstream};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::common::{repo, venv_tool};
 
@@ -28,6 +28,18 @@ pub struct Process {
 impl Process {
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Write one line to the peer's standard input (a command the peer understands).
+    pub fn send_line(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self
+            .child
+            .stdin
+            .as_mut()
+            .expect("the peer's stdin is piped");
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
     }
 }
 
@@ -253,4 +265,64 @@ pub fn python_client(url: &str, mode: &str, profile: &str, token: Option<&str>) 
         String::from_utf8_lossy(&output.stderr)
     );
     serde_json::from_slice(&output.stdout).unwrap()
+}
+
+pub const ACCEPT_BOTH: &str = "application/json, text/event-stream";
+
+/// Open a session (2025-11-25) and send `initialized`; returns the session id.
+pub fn initialize(client: &reqwest::blocking::Client, url: &str) -> String {
+    let response = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", ACCEPT_BOTH)
+        .body(json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}).to_string())
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let session = response.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let note = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", ACCEPT_BOTH)
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-11-25")
+        .body(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
+        .send()
+        .unwrap();
+    assert_eq!(note.status(), 202);
+    session
+}
+
+/// One JSON-RPC request in a session; the response (JSON or one SSE event).
+pub fn rpc(client: &reqwest::blocking::Client, url: &str, session: &str, body: Value) -> Value {
+    let text = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", ACCEPT_BOTH)
+        .header("mcp-session-id", session)
+        .header("mcp-protocol-version", "2025-11-25")
+        .body(body.to_string())
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let json = text
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .unwrap_or(&text);
+    serde_json::from_str(json).unwrap()
+}
+
+/// The tools of the gateway's admin /inventory.
+pub fn inventory_tools(gateway: &Gateway) -> Vec<Value> {
+    let inventory: Value = http()
+        .get(gateway.admin_url("/inventory"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    inventory["inventory"]["tools"].as_array().unwrap().clone()
 }
