@@ -1107,6 +1107,23 @@ async fn enforce_blocks_violating_servers_and_audit_rolls_them_out() {
         .await
         .unwrap();
         assert!(tagged.status.unwrap().findings.iter().any(|f| f.rule == "MCP-SUPPLY-001" && !f.enforced));
+
+        // The policy counts what it selects: both servers, evaluated with its current
+        // generation, neither compliant (the auth rules are only audited, still failing).
+        let generation = policies.get("digests").await.unwrap().metadata.generation;
+        let counted = wait_for(&policies, "digests", "the policy status", move |p| {
+            p.and_then(|p| p.status.as_ref()).is_some_and(|s| {
+                s.observed_generation == generation
+                    && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                    && s.violations.iter().any(|v| v.rule == "MCP-SUPPLY-001" && v.servers == 2)
+            })
+        })
+        .await
+        .unwrap();
+        let status = counted.status.unwrap();
+        assert_eq!((status.matched_servers, status.compliant_servers), (2, 0));
+        let digests = status.violations.iter().find(|v| v.rule == "MCP-SUPPLY-001").unwrap();
+        assert_eq!(digests.examples, ["governed/compliant", "governed/tagged"]);
     })
     .await;
 }

@@ -139,6 +139,19 @@ impl StatusMemory {
     }
 }
 
+/// Labels of a cached namespace, plus the name label the API server sets on every namespace.
+pub fn namespace_labels(
+    namespaces: &Store<PartialObjectMeta<Namespace>>,
+    namespace: &str,
+) -> BTreeMap<String, String> {
+    let mut labels = namespaces
+        .get(&ObjectRef::new(namespace))
+        .and_then(|n| n.metadata.labels.clone())
+        .unwrap_or_default();
+    labels.insert("kubernetes.io/metadata.name".into(), namespace.into());
+    labels
+}
+
 /// Shared state of the reconcilers.
 pub struct Context {
     pub client: Client,
@@ -153,6 +166,8 @@ pub struct Context {
     pub clock: fn() -> Time,
     /// The gateways' live tool inventories, when they are read.
     pub inventories: Option<Arc<super::inventory::InventoryReader>>,
+    /// Wakes the policy status task (a server status was written).
+    pub policy_status_wake: Arc<tokio::sync::Notify>,
 }
 
 impl Context {
@@ -162,14 +177,7 @@ impl Context {
 
     /// Labels of a namespace, plus the name label the API server sets on every namespace.
     pub fn namespace_labels(&self, namespace: &str) -> BTreeMap<String, String> {
-        let mut labels = self
-            .stores
-            .namespaces
-            .get(&ObjectRef::new(namespace))
-            .and_then(|n| n.metadata.labels.clone())
-            .unwrap_or_default();
-        labels.insert("kubernetes.io/metadata.name".into(), namespace.into());
-        labels
+        namespace_labels(&self.stores.namespaces, namespace)
     }
 
     /// What the caches know of a child.

@@ -9,6 +9,7 @@ pub mod index;
 pub mod inventory;
 pub mod leader;
 pub mod metrics;
+pub mod policy_status;
 pub mod reconcile;
 pub mod status;
 
@@ -170,15 +171,43 @@ pub async fn run(
     } else {
         config.namespaces.iter().cloned().map(Some).collect()
     };
-    let runs = scopes.into_iter().map(|scope| {
-        let (controller, servers) =
-            scope_controller(&config, scope, metrics.clone(), shutdown.clone());
-        if let Ok(mut stores) = server_counts.lock() {
-            stores.push(servers);
-        }
-        controller
+    let policy_status_wake = Arc::new(tokio::sync::Notify::new());
+    let (caches_ready, caches_ready_rx) = tokio::sync::watch::channel(0usize);
+    let caches_ready = Arc::new(caches_ready);
+    let mut scope_stores: Vec<Stores> = Vec::new();
+    let runs: Vec<_> = scopes
+        .into_iter()
+        .map(|scope| {
+            let (controller, stores) = scope_controller(
+                &config,
+                scope,
+                metrics.clone(),
+                shutdown.clone(),
+                policy_status_wake.clone(),
+                caches_ready.clone(),
+            );
+            if let Ok(mut counted) = server_counts.lock() {
+                counted.push(stores.servers.clone());
+            }
+            scope_stores.push(stores);
+            controller
+        })
+        .collect();
+    // Policies are cluster-wide: every scope caches them all; the first scope's cache serves.
+    let policy_statuses = scope_stores.first().map(|first| {
+        tokio::spawn(policy_status::keep_policy_statuses(
+            policy_status::PolicyStatusSources {
+                client: config.client.clone(),
+                policies: first.policies.clone(),
+                servers: scope_stores.iter().map(|s| s.servers.clone()).collect(),
+                namespaces: first.namespaces.clone(),
+                clock: config.clock,
+                caches_ready: caches_ready_rx,
+            },
+            policy_status_wake,
+        ))
     });
-    let all = future::join_all(runs.collect::<Vec<_>>());
+    let all = future::join_all(runs);
     ready.store(true, Ordering::SeqCst);
     let result = match &elector {
         Some(elector) => tokio::select! {
@@ -190,6 +219,9 @@ pub async fn run(
             Ok(())
         }
     };
+    if let Some(task) = policy_statuses {
+        task.abort();
+    }
     metrics.leader.set(0);
     if let (Some(elector), Ok(())) = (&elector, &result) {
         elector.release().await;
@@ -355,7 +387,9 @@ fn scope_controller(
     scope: Option<String>,
     metrics: Metrics,
     shutdown: future::Shared<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
-) -> (impl Future<Output = ()>, Store<GuardedServer>) {
+    policy_status_wake: Arc<tokio::sync::Notify>,
+    caches_ready: Arc<tokio::sync::watch::Sender<usize>>,
+) -> (impl Future<Output = ()>, Stores) {
     let client = config.client.clone();
     let mut server_config = watcher::Config::default()
         .any_semantic()
@@ -377,6 +411,18 @@ fn scope_controller(
         .default_backoff()
         .modify(strip_managed_fields)
         .reflect(servers_writer)
+        .inspect({
+            // The first full list of servers is in the cache (counted once per scope).
+            let caches_ready = caches_ready.clone();
+            let listed = AtomicBool::new(false);
+            move |event| {
+                if matches!(event, Ok(watcher::Event::InitDone))
+                    && !listed.swap(true, Ordering::SeqCst)
+                {
+                    caches_ready.send_modify(|ready| *ready += 1);
+                }
+            }
+        })
         .applied_objects()
         .inspect(move |server| {
             if let Ok(server) = server {
@@ -415,6 +461,7 @@ fn scope_controller(
 
     let (policies, policies_writer) = reflector::store();
     let (policy_servers, policy_namespaces) = (servers.clone(), namespaces.clone());
+    let policy_changed = policy_status_wake.clone();
     tasks.push(drive(
         watcher(
             Api::<MCPPolicy>::all(client.clone()),
@@ -425,7 +472,10 @@ fn scope_controller(
         .reflect(policies_writer)
         .touched_objects(),
         triggers.clone(),
-        move |p: &MCPPolicy| servers_affected_by_policy(p, &policy_servers, &policy_namespaces),
+        move |p: &MCPPolicy| {
+            policy_changed.notify_one();
+            servers_affected_by_policy(p, &policy_servers, &policy_namespaces)
+        },
     ));
 
     let (prompt_versions, prompts_writer) = reflector::store();
@@ -514,15 +564,17 @@ fn scope_controller(
         status_memory,
         clock: config.clock,
         inventories,
+        policy_status_wake,
     });
 
     let concurrency = config.concurrency;
     let server_store = servers.clone();
+    let scope_stores = stores.clone();
     let run = async move {
         // Reconcile only once every cache is loaded: a child merely not loaded yet must never
         // look missing. The caches fill on their own tasks, whatever the controller does.
         tokio::select! {
-            () = stores.ready_except_servers() => {}
+            () = stores.ready_except_servers() => caches_ready.send_modify(|ready| *ready += 1),
             () = shutdown.clone() => {
                 tasks.iter().for_each(JoinHandle::abort);
                 return;
@@ -543,7 +595,7 @@ fn scope_controller(
             .await;
         tasks.iter().for_each(JoinHandle::abort);
     };
-    (run, servers)
+    (run, scope_stores)
 }
 
 /// Invalid specs wait for a change; everything else retries with per-object exponential backoff.

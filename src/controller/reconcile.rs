@@ -398,6 +398,7 @@ async fn write_status(
         )
     })?;
     ctx.metrics.status_written();
+    ctx.policy_status_wake.notify_one();
     Ok(Some((previous.cloned().unwrap_or_default(), desired)))
 }
 

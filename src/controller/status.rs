@@ -416,7 +416,7 @@ pub fn desired_status(
     }
 }
 
-fn make_condition(
+pub(crate) fn make_condition(
     previous: &[Condition],
     type_: &str,
     ok: bool,

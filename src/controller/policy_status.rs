@@ -1,0 +1,389 @@
+//! MCPPolicy status: how many servers a policy selects, how many comply, and which rules fail
+//! where. Computed (pure) from the statuses the server reconciles wrote, and written by one
+//! task after bursts of server status writes, on policy changes, and every minute.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::Store;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tokio::sync::Notify;
+
+use super::GuardedServer;
+use super::children::FIELD_MANAGER;
+use super::context::namespace_labels;
+use super::status::make_condition;
+use crate::api::MCPPolicy;
+use crate::api::policy::{MCPPolicyStatus, OverrideEnforcement, RuleViolations};
+use crate::api::server::MCPServerStatus;
+
+/// Most rules listed in `status.violations`.
+pub const MAX_VIOLATIONS: usize = 50;
+/// Most example servers per rule.
+pub const MAX_EXAMPLES: usize = 10;
+/// The policy's condition: every selected server was evaluated with its current generation.
+pub const CONDITION_READY: &str = "Ready";
+pub const REASON_APPLIED: &str = "Applied";
+pub const REASON_APPLYING: &str = "Applying";
+/// Time to let a burst of server status writes settle before counting.
+const SETTLE: Duration = Duration::from_millis(500);
+/// Recount regardless of changes (a safety net).
+const RECOUNT_PERIOD: Duration = Duration::from_secs(60);
+
+/// One server a policy selects, as its status describes it.
+#[derive(Clone, Copy, Debug)]
+pub struct SelectedServer<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub status: Option<&'a MCPServerStatus>,
+}
+
+/// The status of `policy` over the servers it selects.
+pub fn desired_policy_status(
+    policy: &MCPPolicy,
+    selected: &[SelectedServer<'_>],
+    previous: Option<&MCPPolicyStatus>,
+    now: &Time,
+) -> MCPPolicyStatus {
+    let name = policy.name_any();
+    let generation = policy.meta().generation;
+    let disabled: BTreeSet<&str> = policy
+        .spec
+        .overrides
+        .iter()
+        .filter(|o| o.enforcement == OverrideEnforcement::Disabled)
+        .map(|o| o.rule.as_str())
+        .collect();
+    let mut evaluated = 0;
+    let mut compliant = 0;
+    let mut failing: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for server in selected {
+        let Some(status) = server.status else {
+            continue;
+        };
+        let current = status
+            .policies
+            .iter()
+            .any(|p| p.name == name && p.generation == generation);
+        if !current {
+            continue;
+        }
+        evaluated += 1;
+        let rules: BTreeSet<&str> = status
+            .findings
+            .iter()
+            .map(|f| f.rule.as_str())
+            .filter(|rule| !disabled.contains(rule))
+            .collect();
+        if rules.is_empty() {
+            compliant += 1;
+        }
+        for rule in rules {
+            failing
+                .entry(rule)
+                .or_default()
+                .push(format!("{}/{}", server.namespace, server.name));
+        }
+    }
+    let mut violations: Vec<RuleViolations> = failing
+        .into_iter()
+        .map(|(rule, mut servers)| {
+            servers.sort();
+            let count = i32::try_from(servers.len()).unwrap_or(i32::MAX);
+            servers.truncate(MAX_EXAMPLES);
+            RuleViolations {
+                rule: rule.to_owned(),
+                servers: count,
+                examples: servers,
+            }
+        })
+        .collect();
+    // Most servers first; the rule id breaks ties so the order is stable.
+    violations.sort_by(|a, b| b.servers.cmp(&a.servers).then(a.rule.cmp(&b.rule)));
+    violations.truncate(MAX_VIOLATIONS);
+
+    let matched = selected.len();
+    let previous_conditions = previous
+        .map(|p| p.conditions.as_slice())
+        .unwrap_or_default();
+    let ready = evaluated == matched;
+    let message = if ready {
+        format!("evaluated on all {matched} selected servers")
+    } else {
+        format!(
+            "{evaluated} of {matched} selected servers evaluated with generation {}",
+            generation.unwrap_or_default()
+        )
+    };
+    MCPPolicyStatus {
+        observed_generation: generation,
+        matched_servers: i32::try_from(matched).unwrap_or(i32::MAX),
+        compliant_servers: compliant,
+        violations,
+        conditions: vec![make_condition(
+            previous_conditions,
+            CONDITION_READY,
+            ready,
+            if ready {
+                REASON_APPLIED
+            } else {
+                REASON_APPLYING
+            },
+            message,
+            generation,
+            now,
+        )],
+    }
+}
+
+/// Whether two policy statuses differ in anything but condition timestamps.
+fn differs(a: &MCPPolicyStatus, b: &MCPPolicyStatus) -> bool {
+    let strip = |s: &MCPPolicyStatus| {
+        let mut s = s.clone();
+        for c in &mut s.conditions {
+            c.last_transition_time = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        }
+        s
+    };
+    strip(a) != strip(b)
+}
+
+/// What the policy status task reads.
+pub struct PolicyStatusSources {
+    pub client: Client,
+    pub policies: Store<MCPPolicy>,
+    /// The server caches of every scope this controller manages.
+    pub servers: Vec<Store<GuardedServer>>,
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    pub clock: fn() -> Time,
+    /// Two counts per scope: its caches (policies, namespaces, children) are filled, and its
+    /// first list of servers is cached.
+    pub caches_ready: tokio::sync::watch::Receiver<usize>,
+}
+
+/// Keep every policy's status current until the task is stopped.
+pub async fn keep_policy_statuses(sources: PolicyStatusSources, wake: Arc<Notify>) {
+    // Readiness comes through `caches_ready` (each scope reports its filled caches, then its
+    // first full list of servers) rather than `Store::wait_until_ready`: that wakes only the
+    // last of several waiters, and the scopes and kube's Controller already wait on these.
+    let _ = sources
+        .caches_ready
+        .clone()
+        .wait_for(|ready| *ready >= 2 * sources.servers.len())
+        .await;
+    let mut written: HashMap<String, MCPPolicyStatus> = HashMap::new();
+    loop {
+        write_policy_statuses(&sources, &mut written).await;
+        tokio::select! {
+            () = wake.notified() => {}
+            () = tokio::time::sleep(RECOUNT_PERIOD) => {}
+        }
+        tokio::time::sleep(SETTLE).await;
+    }
+}
+
+async fn write_policy_statuses(
+    sources: &PolicyStatusSources,
+    written: &mut HashMap<String, MCPPolicyStatus>,
+) {
+    let servers: Vec<Arc<GuardedServer>> = sources.servers.iter().flat_map(Store::state).collect();
+    let api: Api<MCPPolicy> = Api::all(sources.client.clone());
+    let now = (sources.clock)();
+    let policies = sources.policies.state();
+    written.retain(|name, _| policies.iter().any(|p| p.name_any() == *name));
+    for policy in policies {
+        let name = policy.name_any();
+        let selected: Vec<SelectedServer<'_>> = servers
+            .iter()
+            .filter_map(|g| g.0.as_ref().ok())
+            .filter(|s| s.meta().deletion_timestamp.is_none())
+            .filter_map(|s| {
+                let namespace = s.meta().namespace.as_deref()?;
+                policy
+                    .selects(
+                        &namespace_labels(&sources.namespaces, namespace),
+                        s.labels(),
+                    )
+                    .then_some(SelectedServer {
+                        namespace,
+                        name: s.meta().name.as_deref()?,
+                        status: s.status.as_ref(),
+                    })
+            })
+            .collect();
+        let previous = written.get(&name).or(policy.status.as_ref());
+        let desired = desired_policy_status(&policy, &selected, previous, &now);
+        if previous.is_some_and(|p| !differs(p, &desired)) {
+            continue;
+        }
+        let body = json!({
+            "apiVersion": MCPPolicy::api_version(&()),
+            "kind": MCPPolicy::kind(&()),
+            "status": desired,
+        });
+        match api
+            .patch_status(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&body),
+            )
+            .await
+        {
+            Ok(_) => {
+                written.insert(name, desired);
+            }
+            // Retried at the next wake or recount.
+            Err(e) => {
+                tracing::warn!(policy = %name, error = %e, "writing the policy status failed")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::common::Enforcement;
+    use crate::api::server::{AppliedPolicy, Finding};
+
+    fn policy(overrides: &str) -> MCPPolicy {
+        let mut policy = MCPPolicy::new(
+            "prod",
+            serde_saphyr::from_str(&format!("enforcement: Enforce\n{overrides}")).unwrap(),
+        );
+        policy.metadata.generation = Some(3);
+        policy
+    }
+
+    fn status(generation: i64, rules: &[&str]) -> MCPServerStatus {
+        MCPServerStatus {
+            policies: vec![AppliedPolicy {
+                name: "prod".into(),
+                generation: Some(generation),
+                enforcement: Enforcement::Enforce,
+            }],
+            findings: rules
+                .iter()
+                .map(|rule| Finding {
+                    rule: (*rule).into(),
+                    severity: "high".into(),
+                    message: "m".into(),
+                    enforced: true,
+                })
+                .collect(),
+            ..MCPServerStatus::default()
+        }
+    }
+
+    fn at(seconds: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(seconds).unwrap())
+    }
+
+    #[test]
+    fn counts_compliant_servers_and_lists_violations_most_servers_first() {
+        let statuses: Vec<MCPServerStatus> = vec![
+            status(3, &[]),
+            status(3, &["MCP-SUPPLY-001", "MCP-AUTH-001"]),
+            status(3, &["MCP-SUPPLY-001", "MCP-SUPPLY-001"]),
+            status(3, &["MCP-RATE-001"]),
+        ];
+        let names = ["a", "b", "c", "d"];
+        let selected: Vec<SelectedServer<'_>> = names
+            .iter()
+            .zip(&statuses)
+            .map(|(name, status)| SelectedServer {
+                namespace: "prod",
+                name,
+                status: Some(status),
+            })
+            .collect();
+        // The policy disabled MCP-RATE-001: d complies with it.
+        let policy = policy(
+            "overrides: [{rule: MCP-RATE-001, enforcement: Disabled, reason: internal only}]",
+        );
+        let computed = desired_policy_status(&policy, &selected, None, &at(1));
+        assert_eq!(
+            (computed.matched_servers, computed.compliant_servers),
+            (4, 2)
+        );
+        let rules: Vec<(&str, i32, Vec<&str>)> = computed
+            .violations
+            .iter()
+            .map(|v| {
+                (
+                    v.rule.as_str(),
+                    v.servers,
+                    v.examples.iter().map(String::as_str).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                ("MCP-SUPPLY-001", 2, vec!["prod/b", "prod/c"]),
+                ("MCP-AUTH-001", 1, vec!["prod/b"]),
+            ]
+        );
+        assert_eq!(computed.conditions[0].reason, REASON_APPLIED);
+        assert_eq!(computed.observed_generation, Some(3));
+    }
+
+    #[test]
+    fn servers_not_yet_evaluated_with_the_current_generation_are_counted_as_pending() {
+        let stale = status(2, &[]);
+        let selected = [
+            SelectedServer {
+                namespace: "prod",
+                name: "old",
+                status: Some(&stale),
+            },
+            SelectedServer {
+                namespace: "prod",
+                name: "new",
+                status: None,
+            },
+        ];
+        let computed = desired_policy_status(&policy(""), &selected, None, &at(1));
+        assert_eq!(
+            (computed.matched_servers, computed.compliant_servers),
+            (2, 0)
+        );
+        let ready = &computed.conditions[0];
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", REASON_APPLYING)
+        );
+        assert!(ready.message.contains("0 of 2"), "{}", ready.message);
+    }
+
+    #[test]
+    fn violations_and_examples_are_bounded() {
+        let rules: Vec<String> = (0..60).map(|i| format!("MCP-TEST-{i:03}")).collect();
+        let rule_refs: Vec<&str> = rules.iter().map(String::as_str).collect();
+        let statuses: Vec<MCPServerStatus> = (0..15).map(|_| status(3, &rule_refs)).collect();
+        let names: Vec<String> = (0..15).map(|i| format!("s{i:02}")).collect();
+        let selected: Vec<SelectedServer<'_>> = names
+            .iter()
+            .zip(&statuses)
+            .map(|(name, status)| SelectedServer {
+                namespace: "prod",
+                name,
+                status: Some(status),
+            })
+            .collect();
+        let computed = desired_policy_status(&policy(""), &selected, None, &at(1));
+        assert_eq!(computed.violations.len(), MAX_VIOLATIONS);
+        assert!(
+            computed
+                .violations
+                .iter()
+                .all(|v| v.servers == 15 && v.examples.len() == MAX_EXAMPLES)
+        );
+    }
+}
