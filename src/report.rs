@@ -1,14 +1,12 @@
 //! `mcp-operator report`: the governance state of the MCPServers in a cluster, read from their
 //! status (written by the controller): compliance, failing rules, quarantined tools.
 
+use crate::governance::pinning::STATE_QUARANTINED;
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt as _};
 use serde::Serialize;
 
 use crate::api::MCPServer;
-
-/// The `status.tools` state of a tool the gateway hides.
-const QUARANTINED: &str = "Quarantined";
 
 /// Report formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -68,7 +66,7 @@ pub fn rows(servers: &[MCPServer]) -> Vec<ReportRow> {
                 quarantined_tools: status
                     .tools
                     .iter()
-                    .filter(|t| t.state == QUARANTINED)
+                    .filter(|t| t.state == STATE_QUARANTINED)
                     .map(|t| t.name.clone())
                     .collect(),
                 policies: status.policies.iter().map(|p| p.name.clone()).collect(),
@@ -98,7 +96,7 @@ pub fn format(rows: &[ReportRow], format: ReportFormat) -> Result<String, serde_
                 "COMPLIANCE",
                 "BLOCKED",
                 "FAILING RULES",
-                "QUARANTINED TOOLS",
+                "STATE_QUARANTINED TOOLS",
             ]
             .map(str::to_owned);
             let mut table = vec![header];
