@@ -711,3 +711,90 @@ fn pinned_definitions_quarantine_new_and_changed_tools_until_approved() {
         "{audit_lines:#?}"
     );
 }
+
+/// Managed prompts (the resolved MCPPromptVersions in the gateway configuration) seen by the
+/// official Python SDK client in both protocol eras: listed with their version, rendered by the
+/// gateway with an argument that looks like a placeholder kept literal, winning a name clash
+/// with the server's own prompt, and a missing required argument refused.
+#[test]
+fn managed_prompts_are_served_by_the_gateway_to_the_python_sdk_client() {
+    let server = fastmcp(&[], None);
+    let mut config = config(http_upstream(server.port));
+    config.prompts = serde_json::from_value(json!([
+        {"name": "triage", "version": "1.2.0", "description": "Triage an incident",
+         "arguments": [{"name": "service", "required": true}, {"name": "severity"}],
+         "messages": [
+            {"role": "user", "text": "Triage {{service}} at severity {{severity}}."},
+            {"role": "assistant", "resource": {"uri": "runbook://triage", "text": "Runbook for {{service}}"}}
+         ]},
+        {"name": "greet", "version": "2.0.0", "arguments": [{"name": "name", "required": true}],
+         "messages": [{"role": "user", "text": "Good day, {{name}}."}]}
+    ]))
+    .unwrap();
+    let gateway = start_gateway(&config, &[], &[]);
+    gateway.wait_ready();
+    for mode in ["legacy", "auto"] {
+        let mut command = std::process::Command::new(common::venv_tool("python"));
+        command
+            .arg(peers_dir().join("prompts_client.py"))
+            .arg(gateway.url())
+            .arg(mode);
+        let output = command.output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let seen: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(seen["prompts"]["triage"], "1.2.0", "{mode}: {seen}");
+        assert_eq!(
+            seen["prompts"]["greet"], "2.0.0",
+            "the managed greet wins: {seen}"
+        );
+        assert_eq!(
+            seen["triage"],
+            json!([
+                ["user", "Triage {{severity}} api at severity high."],
+                ["assistant", "Runbook for {{severity}} api"]
+            ]),
+            "{mode}"
+        );
+        assert_eq!(
+            seen["triageMeta"]["mcp-operator.dev/promptVersion"],
+            "1.2.0"
+        );
+        assert_eq!(seen["greet"], json!([["user", "Good day, Ada."]]));
+        assert!(
+            seen["missing"]
+                .as_str()
+                .unwrap()
+                .contains("Missing required argument: service"),
+            "{seen}"
+        );
+    }
+    let admin: Value = http()
+        .get(gateway.admin_url("/inventory"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(admin["prompts"]["hiddenServerPrompts"], json!(["greet"]));
+    let audited: Vec<Value> = gateway
+        .audit_lines()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|l: &Value| l["method"] == "prompts/get")
+        .collect();
+    assert!(
+        audited
+            .iter()
+            .any(|l| l["target"] == "triage" && l["decidedBy"] == "managedPrompt"),
+        "{audited:?}"
+    );
+    assert!(
+        audited
+            .iter()
+            .any(|l| l["decidedBy"] == "MCP-PROMPT-002" && l["decision"] == "invalid"),
+        "{audited:?}"
+    );
+}

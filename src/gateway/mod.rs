@@ -15,6 +15,7 @@ pub mod auth;
 pub mod inventory;
 pub mod limits;
 pub mod metrics;
+pub mod prompts;
 pub mod protocol;
 pub mod server;
 pub mod sessions;
@@ -273,6 +274,8 @@ pub fn build(
         max_body,
         allowed_origins: config.allowed_origins.clone(),
         tool_checks: config.tools.clone(),
+        prompts: prompts::ManagedPrompts::new(&config.prompts),
+        prompt_clashes: std::sync::Mutex::default(),
         upstream_sessions: AtomicU8::new(0),
         upstream_ready: AtomicBool::new(false),
     }))

@@ -34,6 +34,10 @@ pub const STATELESS_VERSIONS: &[&str] = &["2026-07-28"];
 pub const DEFAULT_HEADERLESS_VERSION: &str = "2025-03-26";
 /// The newest handshake revision, which the gateway offers when it initializes a server itself.
 pub const LATEST_HANDSHAKE_VERSION: &str = "2025-11-25";
+/// Member of a 2026-07-28 result saying whether it is final.
+pub const RESULT_TYPE: &str = "resultType";
+/// `resultType` of a final result.
+pub const RESULT_TYPE_COMPLETE: &str = "complete";
 /// `_meta` key carrying the protocol version of a stateless request.
 pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 

@@ -24,6 +24,7 @@ use super::auth::{AuthError, Authenticator, PROTECTED_RESOURCE_PATH};
 use super::inventory::{Inventory, ToolRecord, definition_hash, filter_tools_result, rfc3339};
 use super::limits::RateLimits;
 use super::metrics::{Metrics, decision};
+use super::prompts::ManagedPrompts;
 use super::protocol::{
     self, Era, HEADER_LAST_EVENT_ID, HEADER_METHOD, HEADER_NAME, HEADER_PROTOCOL_VERSION,
     HEADER_SESSION_ID, HEADER_TRACEPARENT, HEADER_TRACESTATE, MEDIA_JSON, MEDIA_SSE, Message,
@@ -33,6 +34,7 @@ use super::sessions::Sessions;
 use super::upstream::{Forward, Reply, ReplyBody, SseEvent, Upstream, UpstreamError};
 use crate::api::gateway_config::GatewayTools;
 use crate::builders::gateway::sha256_hex;
+use crate::governance::catalogue::PROMPT_ARGUMENTS;
 use crate::telemetry::REQUEST_SPAN_TARGET;
 
 /// Whether the upstream has been seen to issue session ids: unknown, yes, no.
@@ -41,6 +43,8 @@ const SESSIONS_ISSUED: u8 = 1;
 const SESSIONS_NOT_ISSUED: u8 = 2;
 /// Audit `decidedBy` of a call to a tool the tool checks quarantined.
 const QUARANTINE_DECIDER: &str = "quarantine";
+/// Audit `decidedBy` of a managed prompt the gateway answered.
+const MANAGED_PROMPT_DECIDER: &str = "managedPrompt";
 
 /// Everything the handlers share.
 pub struct Gateway {
@@ -60,6 +64,10 @@ pub struct Gateway {
     pub(super) allowed_origins: Vec<String>,
     /// Pinning, scanning and quarantine settings of the tool checks.
     pub(super) tool_checks: GatewayTools,
+    /// Prompts served by the gateway itself.
+    pub(super) prompts: ManagedPrompts,
+    /// Upstream prompts a managed prompt hides (reported once each, and on the admin port).
+    pub(super) prompt_clashes: std::sync::Mutex<std::collections::BTreeSet<String>>,
     pub(super) upstream_sessions: AtomicU8,
     pub(super) upstream_ready: AtomicBool,
 }
@@ -138,6 +146,10 @@ async fn inventory(State(gateway): State<Arc<Gateway>>) -> Response {
         Ok(inventory) => serde_json::to_vec(&json!({
             "server": gateway.server,
             "inventory": inventory.view(&gateway.policy),
+            "prompts": {
+                "managed": gateway.prompts.entries(),
+                "hiddenServerPrompts": *gateway.prompt_clashes.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+            },
         })),
         Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     };
@@ -651,7 +663,65 @@ async fn post(State(gateway): State<Arc<Gateway>>, request: Request) -> Response
             }
             decided_by = access.decided_by;
         }
+        if method == "prompts/get"
+            && is_request
+            && let Some(managed) = target.as_deref().and_then(|name| gateway.prompts.get(name))
+        {
+            let rendered = match managed.render(message.params().and_then(|p| p.get("arguments"))) {
+                Ok(rendered) => rendered,
+                Err(wrong) => {
+                    return refuse(
+                        &mut audit,
+                        StatusCode::OK,
+                        codes::INVALID_PARAMS,
+                        &wrong.to_string(),
+                        None,
+                        decision::INVALID,
+                        PROMPT_ARGUMENTS.into(),
+                    );
+                }
+            };
+            if let Some(record) = audit.record.as_mut() {
+                record.tool_sha256 = Some(rendered.content_sha256.clone());
+            }
+            if !rendered.flags.is_empty() {
+                let seen: Vec<String> = rendered.flags.iter().map(|f| format!("{}: {}", f.rule, f.message())).collect();
+                tracing::warn!(prompt = %managed.prompt.name, version = %managed.prompt.version, findings = ?seen, "a rendered managed prompt trips the poisoning checks");
+                if gateway.tool_checks.quarantine {
+                    return refuse(
+                        &mut audit,
+                        StatusCode::OK,
+                        codes::ACCESS_DENIED,
+                        &format!(
+                            "The prompt {} is withheld: its rendered text fails the prompt checks",
+                            managed.prompt.name
+                        ),
+                        None,
+                        decision::DENY,
+                        PROMPT_ARGUMENTS.into(),
+                    );
+                }
+            }
+            span.record("mcp.decision", decision::ALLOW);
+            audit.finish(decision::ALLOW, Some(MANAGED_PROMPT_DECIDER.into()));
+            let mut result = rendered.result;
+            if matches!(era, Era::Stateless { .. }) {
+                // 2026-07-28: every result says whether it is complete.
+                result[protocol::RESULT_TYPE] = json!(protocol::RESULT_TYPE_COMPLETE);
+            }
+            let answer = match id.as_ref() {
+                Some(id) => protocol::result_response(id, result),
+                None => Value::Null,
+            };
+            return (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, MEDIA_JSON)],
+                answer.to_string(),
+            )
+                .into_response();
+        }
         span.record("mcp.decision", decision::ALLOW);
+        let first_page = message.params().and_then(|p| p.get("cursor")).is_none();
 
         let mut forward_headers = forwarded_headers(&headers);
         forward_headers.extend(trace);
@@ -722,6 +792,7 @@ async fn post(State(gateway): State<Arc<Gateway>>, request: Request) -> Response
                 principal,
                 audit,
                 decided_by,
+                first_page,
             },
         )
     }
@@ -736,6 +807,8 @@ struct Relay {
     principal: Principal,
     audit: Audit,
     decided_by: String,
+    /// The request asked for the first page of a list (no cursor).
+    first_page: bool,
 }
 
 impl Relay {
@@ -749,6 +822,28 @@ impl Relay {
             message.get("id"),
             message.get("error").is_some(),
         );
+        if is_response && !gateway.prompts.is_empty() {
+            match self.method.as_str() {
+                "prompts/list" => {
+                    self.merge_prompts(gateway, message);
+                    return true;
+                }
+                "initialize" => {
+                    // The client must learn that prompts exist even when the server has none.
+                    if let Some(capabilities) = message
+                        .get_mut("result")
+                        .and_then(|r| r.get_mut("capabilities"))
+                        .and_then(Value::as_object_mut)
+                    {
+                        capabilities
+                            .entry("prompts")
+                            .or_insert_with(|| json!({"listChanged": false}));
+                    }
+                    return true;
+                }
+                _ => {}
+            }
+        }
         if is_response
             && self.method == "tools/list"
             && let Some(result) = message.get_mut("result")
@@ -773,6 +868,32 @@ impl Relay {
             ) > 0;
         }
         false
+    }
+
+    /// Put the managed prompts into a `prompts/list` answer; a server without prompts (an
+    /// error answer) gets a list of the managed ones only.
+    fn merge_prompts(&self, gateway: &Gateway, message: &mut Value) {
+        let Some(object) = message.as_object_mut() else {
+            return;
+        };
+        if object.remove("error").is_some() {
+            object.insert("result".into(), json!({}));
+        }
+        let Some(result) = object.get_mut("result") else {
+            return;
+        };
+        let clashes = gateway.prompts.merge_into_list(result, self.first_page);
+        if !clashes.is_empty() {
+            let mut known = gateway
+                .prompt_clashes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for name in clashes {
+                if known.insert(name.clone()) {
+                    tracing::warn!(prompt = %name, "the server's own prompt of this name is hidden by the managed prompt");
+                }
+            }
+        }
     }
 
     /// Account for one message; true when it is the response to this request.
@@ -846,8 +967,12 @@ fn relay(gateway: Arc<Gateway>, reply: Reply, mut relay: Relay) -> Response {
             builder.body(Body::from(bytes))
         }
         ReplyBody::Json(bytes) => {
-            // Only a tools/list answer may be rewritten; any other is looked at, not rebuilt.
-            let peeked = (relay.method != "tools/list")
+            // Only tools/list answers (and, with managed prompts, prompts/list and initialize)
+            // may be rewritten; any other is looked at, not rebuilt.
+            let rewritten = relay.method == "tools/list"
+                || (!gateway.prompts.is_empty()
+                    && matches!(relay.method.as_str(), "prompts/list" | "initialize"));
+            let peeked = (!rewritten)
                 .then(|| serde_json::from_slice::<Peek>(&bytes).ok())
                 .flatten();
             let parsed = match peeked {
@@ -993,6 +1118,7 @@ async fn get(State(gateway): State<Arc<Gateway>>, request: Request) -> Response 
                     method: "GET".into(),
                 },
                 decided_by: String::new(),
+                first_page: false,
             },
         ),
         Err(e) => {

@@ -95,6 +95,11 @@ pub const TOOL_CROSS_TOOL: &str = "MCP-TOOL-004";
 pub const TOOL_HYGIENE: &str = "MCP-TOOL-005";
 pub const PIN_DEFINITION: &str = "MCP-PIN-001";
 pub const PIN_CATALOGUE: &str = "MCP-PIN-002";
+pub const PROMPT_ARGUMENTS: &str = "MCP-PROMPT-002";
+
+/// The heuristics a managed prompt's rendered messages are scanned with (H1 to H3, under
+/// MCP-PROMPT-002): the ones about instructions; names and schemas do not apply to prompts.
+pub const PROMPT_SCANNED: &[&str] = &[TOOL_HIDDEN_INSTRUCTIONS, TOOL_INVISIBLE, TOOL_EXFILTRATION];
 
 /// Every rule, in id order of area.
 pub const RULES: &[Rule] = &[
@@ -313,6 +318,14 @@ pub const RULES: &[Rule] = &[
         sources: &[Source::Live, Source::Resource],
         mode: Mode::Block,
         remediation: "Review the new tool in status.tools and add it with its sha256 to spec.toolApprovals (docs/tool-approvals.md); until then the gateway hides it under an Enforce policy with tools.pinDefinitions.",
+    },
+    Rule {
+        id: PROMPT_ARGUMENTS,
+        title: "Managed prompts get only their declared arguments (-32602 otherwise), and what they render is scanned with H1 to H3",
+        severity: Severity::Medium,
+        sources: &[Source::Runtime],
+        mode: Mode::Block,
+        remediation: "Callers: pass every required argument as a string and no undeclared one. Prompt authors: remove hidden-instruction markers, invisible text and requests for secrets from the MCPPromptVersion's messages (a rendered prompt that trips them is refused under an Enforce policy and audited otherwise).",
     },
 ];
 
