@@ -13,6 +13,7 @@ use crate::api::gateway_config::ManagedPrompt;
 use crate::api::prompt::Role;
 use crate::governance::catalogue::PROMPT_SCANNED;
 use crate::governance::poisoning::{ScanContext, ToolFlag, scan_text};
+use crate::validation::semantic::fill_placeholders;
 
 /// `_meta` key of the served prompt's name.
 pub const META_PROMPT_NAME: &str = "mcp-operator.dev/prompt";
@@ -167,6 +168,8 @@ impl Compiled {
     /// Check the arguments of a `prompts/get` and render the messages.
     pub fn render(&self, arguments: Option<&Value>) -> Result<Rendered, PromptError> {
         let values = self.arguments(arguments)?;
+        let declared = self.declared();
+        let fill = |text: &str| fill_placeholders(text, &values, &declared);
         let messages: Vec<Value> = self
             .prompt
             .messages
@@ -177,10 +180,10 @@ impl Compiled {
                     Role::Assistant => "assistant",
                 };
                 let content = match (&m.text, &m.resource) {
-                    (Some(text), _) => json!({"type": "text", "text": fill(text, &values)}),
+                    (Some(text), _) => json!({"type": "text", "text": fill(text)}),
                     (None, Some(resource)) => {
                         let mut embedded =
-                            json!({"uri": resource.uri, "text": fill(&resource.text, &values)});
+                            json!({"uri": resource.uri, "text": fill(&resource.text)});
                         if let Some(mime) = &resource.mime_type {
                             embedded["mimeType"] = json!(mime);
                         }
@@ -217,6 +220,14 @@ impl Compiled {
         })
     }
 
+    fn declared(&self) -> BTreeSet<&str> {
+        self.prompt
+            .arguments
+            .iter()
+            .map(|a| a.name.as_str())
+            .collect()
+    }
+
     fn arguments(
         &self,
         arguments: Option<&Value>,
@@ -226,12 +237,7 @@ impl Compiled {
             Some(Value::Object(map)) => map.clone(),
             Some(_) => return Err(PromptError::NotAnObject),
         };
-        let declared: BTreeSet<&str> = self
-            .prompt
-            .arguments
-            .iter()
-            .map(|a| a.name.as_str())
-            .collect();
+        let declared = self.declared();
         let mut values = BTreeMap::new();
         for (name, value) in given {
             if !declared.contains(name.as_str()) {
@@ -259,59 +265,6 @@ impl Compiled {
     }
 }
 
-/// Replace each `{{name}}` of `template` with its value, in one pass over the template: the
-/// values are copied as they are, so a value containing `{{other}}` stays literal. A
-/// placeholder without a value (an optional argument not given) becomes empty.
-pub fn fill(template: &str, values: &BTreeMap<String, String>) -> String {
-    let mut out = String::with_capacity(template.len());
-    let mut rest = template;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        match after.find("}}") {
-            Some(end) if is_argument_name(after[..end].trim()) => {
-                if let Some(value) = values.get(after[..end].trim()) {
-                    out.push_str(value);
-                }
-                rest = &after[end + 2..];
-            }
-            _ => {
-                out.push_str("{{");
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-/// An argument name as the CRD allows it.
-fn is_argument_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && name.len() <= 64
-}
-
-/// The placeholders a template uses.
-pub fn placeholders(template: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut rest = template;
-    while let Some(start) = rest.find("{{") {
-        let after = &rest[start + 2..];
-        match after.find("}}") {
-            Some(end) if is_argument_name(after[..end].trim()) => {
-                found.push(after[..end].trim().to_owned());
-                rest = &after[end + 2..];
-            }
-            _ => rest = after,
-        }
-    }
-    found
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,14 +287,15 @@ mod tests {
             ("service".to_owned(), "{{severity}} api".to_owned()),
             ("severity".to_owned(), "high".to_owned()),
         ]);
+        let declared = BTreeSet::from(["service", "severity", "note"]);
         assert_eq!(
-            fill(
-                "Triage {{service}} at {{ severity }}; {{not a name}} {{",
-                &values
+            fill_placeholders(
+                "Triage {{service}} at {{ severity }}{{note}}; {{other}} {{",
+                &values,
+                &declared
             ),
-            "Triage {{severity}} api at high; {{not a name}} {{"
+            "Triage {{severity}} api at high; {{other}} {{"
         );
-        assert_eq!(placeholders("{{a}} and {{ b }} but {{c d}}"), ["a", "b"]);
     }
 
     #[test]

@@ -35,6 +35,29 @@ pub fn placeholders(text: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Fill each `{{name}}` placeholder of `text` with its value in one pass: values are copied as
+/// they are, never read as templates, so a value containing `{{other}}` stays literal. A
+/// declared argument without a value (an optional one not given) becomes empty; any other
+/// placeholder is left as written.
+pub fn fill_placeholders(
+    text: &str,
+    values: &BTreeMap<String, String>,
+    declared: &BTreeSet<&str>,
+) -> String {
+    let Some(re) = PLACEHOLDER.as_ref() else {
+        return text.to_owned();
+    };
+    re.replace_all(text, |c: &regex::Captures<'_>| {
+        let name = c.get(1).map_or("", |m| m.as_str());
+        match values.get(name) {
+            Some(value) => value.clone(),
+            None if declared.contains(name) => String::new(),
+            None => c.get(0).map_or("", |m| m.as_str()).to_owned(),
+        }
+    })
+    .into_owned()
+}
+
 /// Checks on an MCPServer spec.
 pub fn check_server(spec: &MCPServerSpec) -> Vec<FieldError> {
     let mut errors = Vec::new();
