@@ -507,11 +507,18 @@ fn prompts_resolve_into_the_gateway_configuration() {
     );
 
     let retired = vec![version("1.2.0", "Active"), version("1.3.0", "Retired")];
-    let d = desired(&s, &[], &retired);
+    let rolled_back = desired(&s, &[], &retired);
     assert_eq!(
-        d.gateway_config.prompts[0].version, "1.2.0",
+        rolled_back.gateway_config.prompts[0].version, "1.2.0",
         "retiring 1.3.0 rolls back to 1.2.0"
     );
+    // A new bundle reaches the mounted file, but does not roll the pods: the gateway reloads
+    // it and tells the open sessions.
+    assert_ne!(
+        d.gateway_config_map.data, rolled_back.gateway_config_map.data,
+        "the configuration carries the bundle"
+    );
+    assert_eq!(pod_annotation(&d), pod_annotation(&rolled_back));
 }
 
 #[test]

@@ -798,3 +798,79 @@ fn managed_prompts_are_served_by_the_gateway_to_the_python_sdk_client() {
         "{audited:?}"
     );
 }
+
+/// A new prompt bundle in the configuration file is served without a restart, and a session
+/// with an open GET stream is told (`notifications/prompts/list_changed`).
+#[test]
+fn a_changed_prompt_bundle_is_reloaded_and_announced_to_open_sessions() {
+    let server = fastmcp(&[], None);
+    let mut config = config(http_upstream(server.port));
+    let bundle = |version: &str| -> Vec<mcp_operator::api::gateway_config::ManagedPrompt> {
+        serde_json::from_value(json!([{"name": "triage", "version": version,
+            "messages": [{"role": "user", "text": format!("triage, version {version}")}]}]))
+        .unwrap()
+    };
+    config.prompts = bundle("1.2.0");
+    let gateway = start_gateway(&config, &[], &[]);
+    gateway.wait_ready();
+    let client = http();
+    let url = gateway.url();
+    let session = initialize(&client, &url);
+    let stream = client
+        .get(&url)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-11-25")
+        .send()
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let (seen, notified) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stream)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("notifications/prompts/list_changed") {
+                let _ = seen.send(line);
+            }
+        }
+    });
+
+    config.prompts = bundle("1.3.0");
+    std::fs::write(
+        &gateway.config_path,
+        serde_json::to_string_pretty(&config).unwrap(),
+    )
+    .unwrap();
+    notified
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the open session is told the prompt list changed");
+    let listed = rpc(
+        &client,
+        &url,
+        &session,
+        json!({"jsonrpc": "2.0", "id": 5, "method": "prompts/list"}),
+    );
+    let triage = listed["result"]["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "triage")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        triage["_meta"]["mcp-operator.dev/promptVersion"], "1.3.0",
+        "{listed}"
+    );
+    let got = rpc(
+        &client,
+        &url,
+        &session,
+        json!({"jsonrpc": "2.0", "id": 6, "method": "prompts/get", "params": {"name": "triage"}}),
+    );
+    assert_eq!(
+        got["result"]["messages"][0]["content"]["text"],
+        "triage, version 1.3.0"
+    );
+}

@@ -188,7 +188,20 @@ pub fn build(inputs: ServerInputs<'_>, ctx: &BuildContext) -> Result<DesiredStat
             name: name.clone(),
             source,
         })?;
-    let config_hash = gateway::sha256_hex(config_text.as_bytes());
+    // The pods roll when the configuration changes, except for the prompt bundle: the gateway
+    // reloads that from the mounted file and tells open sessions (prompts/list_changed).
+    let without_prompts = GatewayConfig {
+        prompts: Vec::new(),
+        ..gateway_config.clone()
+    };
+    let config_hash = gateway::sha256_hex(
+        serde_saphyr::to_string(&without_prompts)
+            .map_err(|source| BuildError::SerializeConfig {
+                name: name.clone(),
+                source,
+            })?
+            .as_bytes(),
+    );
     let gateway_config_map = ConfigMap {
         metadata: meta(gateway_config_name(&name), COMPONENT_GATEWAY_CONFIG),
         data: Some(BTreeMap::from([(

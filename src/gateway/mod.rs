@@ -43,6 +43,9 @@ pub const DEFAULT_LOCAL_LISTEN: &str = "127.0.0.1:8443";
 pub const DEFAULT_LOCAL_ADMIN_LISTEN: &str = "127.0.0.1:9090";
 /// How often the tool inventory is refreshed when nothing says it changed.
 pub const INVENTORY_REFRESH_PERIOD: Duration = Duration::from_secs(60);
+/// How often the configuration file is re-read for a changed prompt bundle (the kubelet
+/// replaces a mounted ConfigMap's files atomically, so polling sees whole documents).
+pub const PROMPTS_RELOAD_PERIOD: Duration = Duration::from_secs(2);
 
 /// Command-line choices that override or replace the configuration file.
 #[derive(Clone, Debug, Default)]
@@ -274,7 +277,9 @@ pub fn build(
         max_body,
         allowed_origins: config.allowed_origins.clone(),
         tool_checks: config.tools.clone(),
-        prompts: prompts::ManagedPrompts::new(&config.prompts),
+        prompts: RwLock::new(Arc::new(prompts::ManagedPrompts::new(&config.prompts))),
+        manages_prompts: options.config.is_some() || !config.prompts.is_empty(),
+        prompts_changed: tokio::sync::broadcast::channel(4).0,
         prompt_clashes: std::sync::Mutex::default(),
         upstream_sessions: AtomicU8::new(0),
         upstream_ready: AtomicBool::new(false),
@@ -328,6 +333,14 @@ pub async fn run(
         stop.clone(),
     ));
     tasks.spawn(server::housekeeping(gateway.clone(), stop.clone()));
+    if let Some(path) = &options.config {
+        tasks.spawn(server::keep_prompts(
+            gateway.clone(),
+            path.clone(),
+            PROMPTS_RELOAD_PERIOD,
+            stop.clone(),
+        ));
+    }
     if gateway.auth.is_some() {
         let gateway = gateway.clone();
         let stop = stop.clone();

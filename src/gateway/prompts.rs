@@ -81,6 +81,24 @@ impl ManagedPrompts {
         self.prompts.is_empty()
     }
 
+    /// One hash over every prompt's content: equal digests, same bundle.
+    pub fn digest(&self) -> String {
+        let hashes: Vec<&str> = self
+            .prompts
+            .values()
+            .map(|p| p.content_sha256.as_str())
+            .collect();
+        crate::builders::gateway::sha256_hex(hashes.join(",").as_bytes())
+    }
+
+    /// `name@version` of each prompt.
+    pub fn versions(&self) -> Vec<String> {
+        self.prompts
+            .values()
+            .map(|p| format!("{}@{}", p.prompt.name, p.prompt.version))
+            .collect()
+    }
+
     pub fn get(&self, name: &str) -> Option<&Compiled> {
         self.prompts.get(name)
     }

@@ -31,7 +31,7 @@ use super::protocol::{
     Rejection, RequestId, codes,
 };
 use super::sessions::Sessions;
-use super::upstream::{Forward, Reply, ReplyBody, SseEvent, Upstream, UpstreamError};
+use super::upstream::{EventStream, Forward, Reply, ReplyBody, SseEvent, Upstream, UpstreamError};
 use crate::api::gateway_config::GatewayTools;
 use crate::builders::gateway::sha256_hex;
 use crate::governance::catalogue::PROMPT_ARGUMENTS;
@@ -64,8 +64,14 @@ pub struct Gateway {
     pub(super) allowed_origins: Vec<String>,
     /// Pinning, scanning and quarantine settings of the tool checks.
     pub(super) tool_checks: GatewayTools,
-    /// Prompts served by the gateway itself.
-    pub(super) prompts: ManagedPrompts,
+    /// Prompts served by the gateway itself (swapped when the configuration file's bundle
+    /// changes).
+    pub(super) prompts: std::sync::RwLock<Arc<ManagedPrompts>>,
+    /// Whether answers about prompts are rewritten: managed prompts exist, or may appear when
+    /// the configuration file is reloaded.
+    pub(super) manages_prompts: bool,
+    /// Fires when the managed prompts changed (each open GET stream gets list_changed).
+    pub(super) prompts_changed: tokio::sync::broadcast::Sender<()>,
     /// Upstream prompts a managed prompt hides (reported once each, and on the admin port).
     pub(super) prompt_clashes: std::sync::Mutex<std::collections::BTreeSet<String>>,
     pub(super) upstream_sessions: AtomicU8,
@@ -147,7 +153,7 @@ async fn inventory(State(gateway): State<Arc<Gateway>>) -> Response {
             "server": gateway.server,
             "inventory": inventory.view(&gateway.policy),
             "prompts": {
-                "managed": gateway.prompts.entries(),
+                "managed": gateway.prompts().entries(),
                 "hiddenServerPrompts": *gateway.prompt_clashes.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
             },
         })),
@@ -231,6 +237,14 @@ impl Gateway {
                 .await
                 .map_err(|e| auth_failure(self, &e)),
         }
+    }
+
+    /// The managed prompts now.
+    pub(super) fn prompts(&self) -> Arc<ManagedPrompts> {
+        self.prompts
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// The upstream's definition of a tool; refreshes the inventory once if it is not known.
@@ -665,7 +679,8 @@ async fn post(State(gateway): State<Arc<Gateway>>, request: Request) -> Response
         }
         if method == "prompts/get"
             && is_request
-            && let Some(managed) = target.as_deref().and_then(|name| gateway.prompts.get(name))
+            && let Some(bundle) = Some(gateway.prompts())
+            && let Some(managed) = target.as_deref().and_then(|name| bundle.get(name))
         {
             let rendered = match managed.render(message.params().and_then(|p| p.get("arguments"))) {
                 Ok(rendered) => rendered,
@@ -822,22 +837,24 @@ impl Relay {
             message.get("id"),
             message.get("error").is_some(),
         );
-        if is_response && !gateway.prompts.is_empty() {
+        if is_response && gateway.manages_prompts {
             match self.method.as_str() {
                 "prompts/list" => {
                     self.merge_prompts(gateway, message);
                     return true;
                 }
                 "initialize" => {
-                    // The client must learn that prompts exist even when the server has none.
+                    // The client must learn that prompts exist even when the server has none,
+                    // and that the list can change (the gateway reloads its bundle).
                     if let Some(capabilities) = message
                         .get_mut("result")
                         .and_then(|r| r.get_mut("capabilities"))
                         .and_then(Value::as_object_mut)
                     {
-                        capabilities
-                            .entry("prompts")
-                            .or_insert_with(|| json!({"listChanged": false}));
+                        let prompts = capabilities.entry("prompts").or_insert_with(|| json!({}));
+                        if let Some(prompts) = prompts.as_object_mut() {
+                            prompts.insert("listChanged".into(), Value::Bool(true));
+                        }
                     }
                     return true;
                 }
@@ -882,7 +899,7 @@ impl Relay {
         let Some(result) = object.get_mut("result") else {
             return;
         };
-        let clashes = gateway.prompts.merge_into_list(result, self.first_page);
+        let clashes = gateway.prompts().merge_into_list(result, self.first_page);
         if !clashes.is_empty() {
             let mut known = gateway
                 .prompt_clashes
@@ -970,7 +987,7 @@ fn relay(gateway: Arc<Gateway>, reply: Reply, mut relay: Relay) -> Response {
             // Only tools/list answers (and, with managed prompts, prompts/list and initialize)
             // may be rewritten; any other is looked at, not rebuilt.
             let rewritten = relay.method == "tools/list"
-                || (!gateway.prompts.is_empty()
+                || (gateway.manages_prompts
                     && matches!(relay.method.as_str(), "prompts/list" | "initialize"));
             let peeked = (!rewritten)
                 .then(|| serde_json::from_slice::<Peek>(&bytes).ok())
@@ -1104,23 +1121,31 @@ async fn get(State(gateway): State<Arc<Gateway>>, request: Request) -> Response 
     }
     let headers = forwarded_headers(&parts.headers);
     match gateway.upstream.listen(&session, headers).await {
-        Ok(reply) => relay(
-            gateway.clone(),
-            reply,
-            Relay {
-                method: String::new(),
-                id: None,
-                principal,
-                audit: Audit {
-                    gateway: gateway.clone(),
-                    record: None,
-                    started: Instant::now(),
-                    method: "GET".into(),
+        Ok(mut reply) => {
+            if let ReplyBody::Events(events) = reply.body {
+                reply.body = ReplyBody::Events(with_prompt_notifications(
+                    events,
+                    gateway.prompts_changed.subscribe(),
+                ));
+            }
+            relay(
+                gateway.clone(),
+                reply,
+                Relay {
+                    method: String::new(),
+                    id: None,
+                    principal,
+                    audit: Audit {
+                        gateway: gateway.clone(),
+                        record: None,
+                        started: Instant::now(),
+                        method: "GET".into(),
+                    },
+                    decided_by: String::new(),
+                    first_page: false,
                 },
-                decided_by: String::new(),
-                first_page: false,
-            },
-        ),
+            )
+        }
         Err(e) => {
             gateway.metrics.upstream_error(e.kind());
             (StatusCode::BAD_GATEWAY, e.to_string()).into_response()
@@ -1147,6 +1172,88 @@ async fn delete(State(gateway): State<Arc<Gateway>>, request: Request) -> Respon
         gateway.metrics.active_sessions.set(open as i64);
     }
     status.into_response()
+}
+
+/// The server's own event stream on a GET, with `notifications/prompts/list_changed` added
+/// whenever the managed prompts change; it ends when the server's stream ends.
+fn with_prompt_notifications(
+    events: EventStream,
+    changes: tokio::sync::broadcast::Receiver<()>,
+) -> EventStream {
+    enum Item {
+        Server(Result<SseEvent, UpstreamError>),
+        ServerEnded,
+        PromptsChanged,
+    }
+    let server = events
+        .map(Item::Server)
+        .chain(futures::stream::once(async { Item::ServerEnded }));
+    let changes = futures::stream::unfold(changes, |mut changes| async move {
+        match changes.recv().await {
+            // A lagging receiver missed changes: one notification covers them all.
+            Ok(()) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                Some((Item::PromptsChanged, changes))
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
+        }
+    });
+    Box::pin(
+        futures::stream::select(server, changes)
+            .take_while(|item| futures::future::ready(!matches!(item, Item::ServerEnded)))
+            .filter_map(|item| {
+                futures::future::ready(match item {
+                    Item::Server(event) => Some(event),
+                    Item::PromptsChanged => Some(Ok(SseEvent::message(&json!({
+                        "jsonrpc": "2.0",
+                        "method": "notifications/prompts/list_changed",
+                    })))),
+                    Item::ServerEnded => None,
+                })
+            }),
+    )
+}
+
+/// Re-read the configuration file every `period`; when its managed prompts changed, serve the
+/// new bundle and tell the open sessions. Other changes need a restart (the operator rolls the
+/// pods for them through the configuration checksum, which leaves the prompts out).
+pub(super) async fn keep_prompts(
+    gateway: Arc<Gateway>,
+    path: std::path::PathBuf,
+    period: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut last_text: Option<String> = None;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(period) => {}
+            () = shutdown.cancelled() => return,
+        }
+        let Ok(text) = tokio::fs::read_to_string(&path).await else {
+            continue;
+        };
+        if last_text.as_deref() == Some(text.as_str()) {
+            continue;
+        }
+        last_text = Some(text);
+        let config = match super::load_config(&path) {
+            Ok(config) => config,
+            Err(e) => {
+                tracing::warn!(error = %e, "the changed configuration file is not valid; the prompts stay as they are");
+                continue;
+            }
+        };
+        let fresh = ManagedPrompts::new(&config.prompts);
+        if fresh.digest() == gateway.prompts().digest() {
+            continue;
+        }
+        tracing::info!(prompts = ?fresh.versions(), "the managed prompts changed; notifying open sessions");
+        *gateway
+            .prompts
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(fresh);
+        // Nobody listening is fine.
+        let _ = gateway.prompts_changed.send(());
+    }
 }
 
 /// Keep the inventory fresh: at start until the server answers, when it says its tools changed,

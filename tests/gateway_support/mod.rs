@@ -123,6 +123,8 @@ pub struct Gateway {
     pub listen: SocketAddr,
     pub admin: SocketAddr,
     pub audit_log: PathBuf,
+    /// The configuration file it runs with (it reloads the prompt bundle from it).
+    pub config_path: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -243,6 +245,7 @@ pub fn start_gateway(config: &GatewayConfig, extra_args: &[&str], env: &[(&str, 
         listen,
         admin,
         audit_log,
+        config_path: path,
         _dir: dir,
     }
 }
