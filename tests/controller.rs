@@ -1178,3 +1178,170 @@ async fn repeated_events_fold_into_a_series_and_new_notes_are_new_events() {
         ]
     );
 }
+
+fn prompt_version(name: &str, version: &str, created_text: &str) -> MCPPromptVersion {
+    serde_json::from_value(
+        json!({"apiVersion": API_VERSION, "kind": "MCPPromptVersion",
+        "metadata": {"name": name},
+        "spec": {"prompt": "triage", "version": version,
+            "messages": [{"role": "user", "text": created_text}]}}),
+    )
+    .unwrap()
+}
+
+fn resolved(server: Option<&MCPServer>) -> Option<String> {
+    server?
+        .status
+        .as_ref()?
+        .prompts
+        .iter()
+        .find(|p| p.name == "triage")?
+        .resolved_version
+        .clone()
+}
+
+/// Wait for an Event about `server` with `reason`.
+async fn wait_server_event(client: &Client, ns: &str, server: &str, reason: &str) -> String {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    let stream = kube::runtime::watcher(events, Default::default());
+    let mut stream = std::pin::pin!(kube::runtime::WatchStreamExt::applied_objects(stream));
+    tokio::time::timeout(WAIT, async {
+        use futures::StreamExt;
+        while let Some(Ok(event)) = stream.next().await {
+            if event.reason.as_deref() == Some(reason)
+                && event.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(server)
+            {
+                return event.note.unwrap_or_default();
+            }
+        }
+        panic!("the event watch ended")
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for a {reason} event"))
+}
+
+/// Publish, roll forward, retire (roll back), deprecated-only match (served, with an Event),
+/// no match (condition, the rest of the server still reconciled), a duplicate version, and a
+/// published spec that cannot be edited; the prompt versions' status lists who serves them.
+#[tokio::test]
+async fn prompt_versions_roll_forward_back_and_report_who_serves_them() {
+    on_double(|client| async move {
+        let ns = "prompts";
+        let servers: Api<MCPServer> = Api::namespaced(client.clone(), ns);
+        let versions: Api<MCPPromptVersion> = Api::namespaced(client.clone(), ns);
+        versions
+            .create(&PostParams::default(), &prompt_version("triage-1-2-0", "1.2.0", "v1.2"))
+            .await
+            .unwrap();
+        servers
+            .create(
+                &PostParams::default(),
+                &mcp_server("ops", json!({"image": "example/ops:1", "prompts": [{"name": "triage", "version": "^1.2"}]})),
+            )
+            .await
+            .unwrap();
+        wait_for(&servers, "ops", "1.2.0 served", |s| resolved(s).as_deref() == Some("1.2.0")).await;
+        let published = wait_for(&versions, "triage-1-2-0", "its status", |v| {
+            v.and_then(|v| v.status.as_ref()).is_some_and(|s| s.servers == ["prompts/ops"])
+        })
+        .await
+        .unwrap();
+        let hash = published.status.unwrap().content_hash.unwrap();
+        assert_eq!(hash.len(), 64);
+
+        // Roll forward.
+        versions
+            .create(&PostParams::default(), &prompt_version("triage-1-3-0", "1.3.0", "v1.3"))
+            .await
+            .unwrap();
+        wait_for(&servers, "ops", "1.3.0 served", |s| resolved(s).as_deref() == Some("1.3.0")).await;
+        wait_for(&versions, "triage-1-2-0", "1.2.0 no longer served", |v| {
+            v.and_then(|v| v.status.as_ref()).is_some_and(|s| s.servers.is_empty())
+        })
+        .await;
+
+        // Retire 1.3.0: back to 1.2.0.
+        let lifecycle = |value: &str| Patch::Merge(json!({"spec": {"lifecycle": value}}));
+        versions
+            .patch("triage-1-3-0", &PatchParams::default(), &lifecycle("Retired"))
+            .await
+            .unwrap();
+        wait_for(&servers, "ops", "rolled back to 1.2.0", |s| resolved(s).as_deref() == Some("1.2.0")).await;
+
+        // Only a Deprecated version matches: still served, with a Warning Event.
+        versions
+            .patch("triage-1-2-0", &PatchParams::default(), &lifecycle("Deprecated"))
+            .await
+            .unwrap();
+        let note = wait_server_event(&client, ns, "ops", "PromptDeprecated").await;
+        assert!(note.contains("1.2.0") && note.contains("triage-1-2-0"), "{note}");
+        let still = servers.get("ops").await.unwrap();
+        assert_eq!(resolved(Some(&still)).as_deref(), Some("1.2.0"));
+
+        // Nothing matches: the condition names the reference, the server still reconciles.
+        versions
+            .patch("triage-1-2-0", &PatchParams::default(), &lifecycle("Retired"))
+            .await
+            .unwrap();
+        let unresolved = wait_for(&servers, "ops", "PromptsResolved False", |s| {
+            s.is_some_and(|s| condition(s, "PromptsResolved") == Some(("False", "NotResolved")))
+        })
+        .await
+        .unwrap();
+        let message = &unresolved
+            .status
+            .as_ref()
+            .unwrap()
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "PromptsResolved")
+            .unwrap()
+            .message;
+        assert!(message.contains("triage ^1.2"), "{message}");
+        assert_eq!(phase(Some(&unresolved)), Some("Ready"), "the rest of the server is served");
+
+        // A lifecycle never moves back, and a published spec cannot be edited.
+        let back = versions
+            .patch("triage-1-2-0", &PatchParams::default(), &lifecycle("Active"))
+            .await
+            .unwrap_err();
+        assert!(back.to_string().contains("lifecycle"), "{back}");
+        let edit = versions
+            .patch(
+                "triage-1-3-0",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"messages": [{"role": "user", "text": "changed"}]}})),
+            )
+            .await
+            .unwrap_err();
+        assert!(edit.to_string().contains("spec.messages is immutable"), "{edit}");
+
+        // Two objects claim 1.4.0: the older one is served, the newer says so.
+        versions
+            .create(&PostParams::default(), &prompt_version("triage-1-4-0", "1.4.0", "v1.4"))
+            .await
+            .unwrap();
+        versions
+            .create(&PostParams::default(), &prompt_version("triage-1-4-0-copy", "1.4.0", "copy"))
+            .await
+            .unwrap();
+        wait_for(&servers, "ops", "1.4.0 served", |s| resolved(s).as_deref() == Some("1.4.0")).await;
+        let shadowed = wait_for(&versions, "triage-1-4-0-copy", "the duplicate reported", |v| {
+            v.and_then(|v| v.status.as_ref()).is_some_and(|s| {
+                s.conditions.iter().any(|c| c.type_ == "Conflict" && c.status == "True")
+                    && s.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == "Shadowed")
+            })
+        })
+        .await
+        .unwrap();
+        let conflict = shadowed
+            .status
+            .unwrap()
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Conflict")
+            .unwrap();
+        assert!(conflict.message.contains("triage-1-4-0 is served"), "{}", conflict.message);
+    })
+    .await;
+}

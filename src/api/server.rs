@@ -582,4 +582,7 @@ pub struct ResolvedPrompt {
     /// The version served, when one matched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved_version: Option<String>,
+    /// The served version is Deprecated (no Active version matches).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deprecated: bool,
 }

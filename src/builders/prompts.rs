@@ -52,7 +52,7 @@ pub fn resolve<'a>(
 }
 
 /// Older objects first, then by name: the smaller key wins a tie.
-fn tie_break_key(p: &MCPPromptVersion) -> (Option<String>, Option<String>) {
+pub fn tie_break_key(p: &MCPPromptVersion) -> (Option<String>, Option<String>) {
     (
         p.metadata
             .creation_timestamp

@@ -10,6 +10,7 @@ pub mod inventory;
 pub mod leader;
 pub mod metrics;
 pub mod policy_status;
+pub mod prompt_status;
 pub mod reconcile;
 pub mod status;
 
@@ -195,10 +196,14 @@ pub async fn run(
         .collect();
     // Policies are cluster-wide: every scope caches them all; the first scope's cache serves.
     let policy_statuses = scope_stores.first().map(|first| {
-        tokio::spawn(policy_status::keep_policy_statuses(
-            policy_status::PolicyStatusSources {
+        tokio::spawn(policy_status::keep_aggregate_statuses(
+            policy_status::AggregateSources {
                 client: config.client.clone(),
                 policies: first.policies.clone(),
+                prompt_versions: scope_stores
+                    .iter()
+                    .map(|s| s.prompt_versions.clone())
+                    .collect(),
                 servers: scope_stores.iter().map(|s| s.servers.clone()).collect(),
                 namespaces: first.namespaces.clone(),
                 clock: config.clock,
@@ -284,6 +289,46 @@ fn periodic(period: Duration) -> impl futures::Stream<Item = ()> + Send {
             Some(((), interval))
         },
     )
+}
+
+/// Watch events reduced to the objects whose spec changed (a new generation) or that were
+/// deleted: a status write (this controller writes the policies' and prompt versions' status)
+/// does not wake the servers they affect.
+trait SpecChanges<K>: Sized {
+    fn spec_changes(self) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send;
+}
+
+impl<K, S> SpecChanges<K> for S
+where
+    K: Resource + Send + 'static,
+    S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
+{
+    fn spec_changes(self) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send {
+        let mut generations: std::collections::HashMap<
+            (Option<String>, Option<String>),
+            Option<i64>,
+        > = std::collections::HashMap::new();
+        self.flat_map(move |event| {
+            let key = |o: &K| (o.meta().namespace.clone(), o.meta().name.clone());
+            let changed: Vec<Result<K, watcher::Error>> = match event {
+                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                    let generation = o.meta().generation;
+                    if generations.insert(key(&o), generation) == Some(generation) {
+                        Vec::new()
+                    } else {
+                        vec![Ok(o)]
+                    }
+                }
+                Ok(watcher::Event::Delete(o)) => {
+                    generations.remove(&key(&o));
+                    vec![Ok(o)]
+                }
+                Ok(watcher::Event::Init | watcher::Event::InitDone) => Vec::new(),
+                Err(e) => vec![Err(e)],
+            };
+            futures::stream::iter(changed)
+        })
+    }
 }
 
 /// Drive a watcher into a cache in its own task, so caches keep up whatever the controller's
@@ -470,7 +515,7 @@ fn scope_controller(
         .default_backoff()
         .modify(strip_managed_fields)
         .reflect(policies_writer)
-        .touched_objects(),
+        .spec_changes(),
         triggers.clone(),
         move |p: &MCPPolicy| {
             policy_changed.notify_one();
@@ -480,6 +525,7 @@ fn scope_controller(
 
     let (prompt_versions, prompts_writer) = reflector::store();
     let prompt_servers = servers.clone();
+    let prompt_changed = policy_status_wake.clone();
     tasks.push(drive(
         watcher(
             scoped::<MCPPromptVersion>(&client, &scope),
@@ -488,9 +534,12 @@ fn scope_controller(
         .default_backoff()
         .modify(strip_managed_fields)
         .reflect(prompts_writer)
-        .touched_objects(),
+        .spec_changes(),
         triggers.clone(),
-        move |v: &MCPPromptVersion| servers_using_prompt(v, &prompt_servers),
+        move |v: &MCPPromptVersion| {
+            prompt_changed.notify_one();
+            servers_using_prompt(v, &prompt_servers)
+        },
     ));
 
     // Children: compact indexes (what the apply decision needs), filled by their own tasks.

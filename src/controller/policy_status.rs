@@ -1,6 +1,7 @@
 //! MCPPolicy status: how many servers a policy selects, how many comply, and which rules fail
 //! where. Computed (pure) from the statuses the server reconciles wrote, and written by one
-//! task after bursts of server status writes, on policy changes, and every minute.
+//! task after bursts of server status writes, on policy and prompt version changes, and every
+//! minute; the same task writes the MCPPromptVersion statuses ([`super::prompt_status`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -18,9 +19,11 @@ use tokio::sync::Notify;
 use super::GuardedServer;
 use super::children::FIELD_MANAGER;
 use super::context::namespace_labels;
+use super::prompt_status::desired_prompt_version_status;
 use super::status::make_condition;
 use crate::api::MCPPolicy;
 use crate::api::policy::{MCPPolicyStatus, OverrideEnforcement, RuleViolations};
+use crate::api::prompt::{MCPPromptVersion, MCPPromptVersionStatus};
 use crate::api::server::MCPServerStatus;
 
 /// Most rules listed in `status.violations`.
@@ -154,10 +157,12 @@ fn differs(a: &MCPPolicyStatus, b: &MCPPolicyStatus) -> bool {
     strip(a) != strip(b)
 }
 
-/// What the policy status task reads.
-pub struct PolicyStatusSources {
+/// What the aggregate status task reads.
+pub struct AggregateSources {
     pub client: Client,
     pub policies: Store<MCPPolicy>,
+    /// The prompt version caches of every scope.
+    pub prompt_versions: Vec<Store<MCPPromptVersion>>,
     /// The server caches of every scope this controller manages.
     pub servers: Vec<Store<GuardedServer>>,
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
@@ -167,8 +172,8 @@ pub struct PolicyStatusSources {
     pub caches_ready: tokio::sync::watch::Receiver<usize>,
 }
 
-/// Keep every policy's status current until the task is stopped.
-pub async fn keep_policy_statuses(sources: PolicyStatusSources, wake: Arc<Notify>) {
+/// Keep every policy's and prompt version's status current until the task is stopped.
+pub async fn keep_aggregate_statuses(sources: AggregateSources, wake: Arc<Notify>) {
     // Readiness comes through `caches_ready` (each scope reports its filled caches, then its
     // first full list of servers) rather than `Store::wait_until_ready`: that wakes only the
     // last of several waiters, and the scopes and kube's Controller already wait on these.
@@ -178,8 +183,10 @@ pub async fn keep_policy_statuses(sources: PolicyStatusSources, wake: Arc<Notify
         .wait_for(|ready| *ready >= 2 * sources.servers.len())
         .await;
     let mut written: HashMap<String, MCPPolicyStatus> = HashMap::new();
+    let mut written_prompts: HashMap<(String, String), MCPPromptVersionStatus> = HashMap::new();
     loop {
         write_policy_statuses(&sources, &mut written).await;
+        write_prompt_version_statuses(&sources, &mut written_prompts).await;
         tokio::select! {
             () = wake.notified() => {}
             () = tokio::time::sleep(RECOUNT_PERIOD) => {}
@@ -189,7 +196,7 @@ pub async fn keep_policy_statuses(sources: PolicyStatusSources, wake: Arc<Notify
 }
 
 async fn write_policy_statuses(
-    sources: &PolicyStatusSources,
+    sources: &AggregateSources,
     written: &mut HashMap<String, MCPPolicyStatus>,
 ) {
     let servers: Vec<Arc<GuardedServer>> = sources.servers.iter().flat_map(Store::state).collect();
@@ -244,6 +251,80 @@ async fn write_policy_statuses(
             }
         }
     }
+}
+
+async fn write_prompt_version_statuses(
+    sources: &AggregateSources,
+    written: &mut HashMap<(String, String), MCPPromptVersionStatus>,
+) {
+    let versions: Vec<Arc<MCPPromptVersion>> = sources
+        .prompt_versions
+        .iter()
+        .flat_map(Store::state)
+        .collect();
+    let servers: Vec<Arc<GuardedServer>> = sources.servers.iter().flat_map(Store::state).collect();
+    let now = (sources.clock)();
+    let key = |v: &MCPPromptVersion| (v.namespace().unwrap_or_default(), v.name_any());
+    written.retain(|k, _| versions.iter().any(|v| key(v) == *k));
+    for version in &versions {
+        let namespace = version.namespace().unwrap_or_default();
+        let same_namespace: Vec<&MCPPromptVersion> = versions
+            .iter()
+            .filter(|v| v.namespace().as_deref() == Some(namespace.as_str()))
+            .map(|v| v.as_ref())
+            .collect();
+        let in_namespace: Vec<SelectedServer<'_>> = servers
+            .iter()
+            .filter_map(|g| g.0.as_ref().ok())
+            .filter(|s| s.meta().namespace.as_deref() == Some(namespace.as_str()))
+            .filter_map(|s| {
+                Some(SelectedServer {
+                    namespace: s.meta().namespace.as_deref()?,
+                    name: s.meta().name.as_deref()?,
+                    status: s.status.as_ref(),
+                })
+            })
+            .collect();
+        let k = key(version);
+        let previous = written.get(&k).or(version.status.as_ref());
+        let desired =
+            desired_prompt_version_status(version, &same_namespace, &in_namespace, previous, &now);
+        if previous.is_some_and(|p| !prompt_status_differs(p, &desired)) {
+            continue;
+        }
+        let body = json!({
+            "apiVersion": MCPPromptVersion::api_version(&()),
+            "kind": MCPPromptVersion::kind(&()),
+            "status": desired,
+        });
+        let api: Api<MCPPromptVersion> = Api::namespaced(sources.client.clone(), &namespace);
+        match api
+            .patch_status(
+                &k.1,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&body),
+            )
+            .await
+        {
+            Ok(_) => {
+                written.insert(k, desired);
+            }
+            Err(e) => {
+                tracing::warn!(prompt_version = %k.1, namespace = %namespace, error = %e, "writing the prompt version status failed")
+            }
+        }
+    }
+}
+
+fn prompt_status_differs(a: &MCPPromptVersionStatus, b: &MCPPromptVersionStatus) -> bool {
+    let strip = |s: &MCPPromptVersionStatus| {
+        let mut s = s.clone();
+        for c in &mut s.conditions {
+            c.last_transition_time = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        }
+        s
+    };
+    strip(a) != strip(b)
 }
 
 #[cfg(test)]

@@ -456,15 +456,19 @@ async fn announce_transitions(
         }
     }
     announce_tool_changes(server, ctx, previous, new).await;
-    let before: BTreeMap<&str, Option<&str>> = previous
+    let before: BTreeMap<&str, (Option<&str>, bool)> = previous
         .prompts
         .iter()
-        .map(|p| (p.name.as_str(), p.resolved_version.as_deref()))
+        .map(|p| {
+            (
+                p.name.as_str(),
+                (p.resolved_version.as_deref(), p.deprecated),
+            )
+        })
         .collect();
     for outcome in &desired.prompts {
-        let changed = before.get(outcome.name.as_str()).copied().flatten()
-            != outcome.resolved_version.as_deref();
-        if !changed && before.contains_key(outcome.name.as_str()) {
+        let now = (outcome.resolved_version.as_deref(), outcome.deprecated);
+        if before.get(outcome.name.as_str()) == Some(&now) {
             continue;
         }
         if outcome.deprecated {

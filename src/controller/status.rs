@@ -392,6 +392,7 @@ pub fn desired_status(
                 name: p.name.clone(),
                 requested: p.requested.clone(),
                 resolved_version: p.resolved_version.clone(),
+                deprecated: p.deprecated,
             })
             .collect(),
         findings: input
