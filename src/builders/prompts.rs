@@ -5,6 +5,7 @@ use semver::{Version, VersionReq};
 use crate::api::gateway_config::ManagedPrompt;
 use crate::api::prompt::{Lifecycle, MCPPromptVersion};
 use crate::api::server::PromptReference;
+use crate::validation::semantic::check_prompt_version;
 
 /// How one prompt reference resolved.
 #[derive(Clone, Debug, PartialEq)]
@@ -34,6 +35,9 @@ pub fn resolve<'a>(
         candidates
             .iter()
             .filter(|c| c.spec.prompt == reference.name && c.spec.lifecycle == lifecycle)
+            // A version the API server let through but that is not servable (a placeholder
+            // naming no argument) is never served; its status says why.
+            .filter(|c| check_prompt_version(&c.spec).is_empty())
             .filter_map(|c| Some((Version::parse(&c.spec.version).ok()?, c)))
             .filter(|(v, _)| requirement.matches(v))
             .max_by(|(va, a), (vb, b)| {
@@ -93,6 +97,17 @@ mod tests {
             name: "triage".into(),
             version: req.into(),
         }
+    }
+
+    #[test]
+    fn a_version_with_a_placeholder_naming_no_argument_is_never_served() {
+        let mut broken = version("b", "1.3.0", "Active");
+        broken.spec.messages[0].text = Some("see {{ticket}}".into());
+        let all = vec![version("a", "1.2.0", "Active"), broken];
+        assert_eq!(
+            resolve(&reference("^1.2"), &all),
+            Resolution::Active(&all[0])
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ use super::status::make_condition;
 use crate::api::prompt::{Lifecycle, MCPPromptVersion, MCPPromptVersionStatus};
 use crate::builders::prompts::{managed_prompt, tie_break_key};
 use crate::gateway::inventory::definition_hash;
+use crate::validation::semantic::check_prompt_version;
 
 /// The version can be served: Active or Deprecated, and not shadowed by a duplicate.
 pub const CONDITION_READY: &str = "Ready";
@@ -17,6 +18,8 @@ pub const CONDITION_READY: &str = "Ready";
 pub const CONDITION_CONFLICT: &str = "Conflict";
 pub const REASON_PUBLISHED: &str = "Published";
 pub const REASON_RETIRED: &str = "Retired";
+/// The spec passed the API server but cannot be served (what to fix is in the message).
+pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
 /// A duplicate wins: this object is never served.
 pub const REASON_SHADOWED: &str = "Shadowed";
 pub const REASON_DUPLICATE_VERSION: &str = "DuplicateVersion";
@@ -106,7 +109,22 @@ pub fn desired_prompt_version_status(
     } else {
         Vec::new()
     };
-    let ready = if !is_winner {
+    let problems = check_prompt_version(spec);
+    let ready = if !problems.is_empty() {
+        condition(
+            CONDITION_READY,
+            false,
+            REASON_INVALID_SPEC,
+            format!(
+                "never served: {}",
+                problems
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        )
+    } else if !is_winner {
         condition(
             CONDITION_READY,
             false,
@@ -237,6 +255,20 @@ mod tests {
         assert_eq!(
             condition(&winner, CONDITION_CONFLICT),
             ("True", REASON_DUPLICATE_VERSION)
+        );
+        let mut invalid = version("triage-d", "1.5.0", 5, "Active");
+        invalid.spec.messages[0].text = Some("see {{ticket}}".into());
+        let status = desired_prompt_version_status(&invalid, &[&invalid], &[], None, &at());
+        assert_eq!(
+            condition(&status, CONDITION_READY),
+            ("False", REASON_INVALID_SPEC)
+        );
+        assert!(
+            status.conditions[0]
+                .message
+                .contains("spec.messages[0].text"),
+            "{}",
+            status.conditions[0].message
         );
         let retired = version("triage-c", "1.3.0", 5, "Retired");
         let status = desired_prompt_version_status(&retired, &[&retired], &[], None, &at());

@@ -12,6 +12,8 @@ use super::FieldError;
 pub struct CrdSchema {
     structural: jsonschema::Validator,
     cel: CompiledSchema,
+    /// The OpenAPI schema, for the list rules JSON Schema cannot say (`x-kubernetes-list-type`).
+    openapi: Value,
 }
 
 /// A CRD schema that cannot be compiled: a bug in the crate, reported rather than panicking.
@@ -53,7 +55,11 @@ impl CrdSchema {
                 message,
             });
         }
-        Ok(CrdSchema { structural, cel })
+        Ok(CrdSchema {
+            structural,
+            cel,
+            openapi: schema.clone(),
+        })
     }
 
     /// Every problem with `object` (without `status`, which the API server ignores on create).
@@ -64,6 +70,7 @@ impl CrdSchema {
             .iter_errors(object)
             .map(|e| describe(&e))
             .collect();
+        duplicate_list_keys(&self.openapi, object, "", &mut errors);
         if errors.is_empty()
             && let Err(cel_errors) = CelValidator::new().validate_compiled(&self.cel, object, old)
         {
@@ -75,6 +82,76 @@ impl CrdSchema {
         errors.sort();
         errors.dedup();
         errors
+    }
+}
+
+/// Items of a list declared `x-kubernetes-list-type: map` must differ in their
+/// `x-kubernetes-list-map-keys`, and those of a `set` must differ: the API server refuses a
+/// duplicate with "Duplicate value".
+fn duplicate_list_keys(schema: &Value, value: &Value, path: &str, out: &mut Vec<FieldError>) {
+    match value {
+        Value::Object(members) => {
+            for (name, member) in members {
+                let sub = schema
+                    .pointer(&format!(
+                        "/properties/{}",
+                        name.replace('~', "~0").replace('/', "~1")
+                    ))
+                    .or_else(|| schema.get("additionalProperties").filter(|a| a.is_object()));
+                if let Some(sub) = sub {
+                    let child = if path.is_empty() {
+                        name.clone()
+                    } else {
+                        format!("{path}.{name}")
+                    };
+                    duplicate_list_keys(sub, member, &child, out);
+                }
+            }
+        }
+        Value::Array(items) => {
+            let keys: Option<Vec<&str>> =
+                match schema.get("x-kubernetes-list-type").and_then(Value::as_str) {
+                    Some("map") => schema
+                        .get("x-kubernetes-list-map-keys")
+                        .and_then(Value::as_array)
+                        .map(|k| k.iter().filter_map(Value::as_str).collect()),
+                    Some("set") => Some(Vec::new()),
+                    _ => None,
+                };
+            if let Some(keys) = keys {
+                let mut seen: Vec<Value> = Vec::new();
+                for (index, item) in items.iter().enumerate() {
+                    let identity = if keys.is_empty() {
+                        item.clone()
+                    } else {
+                        Value::Object(
+                            keys.iter()
+                                .filter_map(|k| Some(((*k).to_owned(), item.get(*k)?.clone())))
+                                .collect(),
+                        )
+                    };
+                    if seen.contains(&identity) {
+                        let rule = if keys.is_empty() {
+                            "items must be unique".to_owned()
+                        } else {
+                            format!("each item's {} must be unique", keys.join(" and "))
+                        };
+                        out.push(FieldError::new(
+                            format!("{path}[{index}]"),
+                            format!("Duplicate value: {identity}: {rule}"),
+                        ));
+                    } else {
+                        seen.push(identity);
+                    }
+                }
+            }
+            if let Some(item_schema) = schema.get("items") {
+                for (index, item) in items.iter().enumerate() {
+                    duplicate_list_keys(item_schema, item, &format!("{path}[{index}]"), out);
+                }
+            }
+        }
+        _ => {}
     }
 }
 
