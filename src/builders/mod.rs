@@ -104,6 +104,9 @@ pub struct PromptOutcome {
     pub deprecated: bool,
     /// Why nothing resolved, when nothing did.
     pub problem: Option<String>,
+    /// Versions in range that were not served because their content changed after publication
+    /// (MCP-PROMPT-001), as messages.
+    pub altered: Vec<String>,
 }
 
 /// Everything the operator wants to exist for one server.
@@ -387,7 +390,29 @@ fn resolve_prompts(
             resolved_object: None,
             deprecated: false,
             problem: None,
+            altered: Vec::new(),
         };
+        if let Ok(requirement) = semver::VersionReq::parse(&reference.version) {
+            outcome.altered = inputs
+                .prompt_versions
+                .iter()
+                .filter(|v| v.spec.prompt == reference.name)
+                .filter(|v| {
+                    semver::Version::parse(&v.spec.version).is_ok_and(|n| requirement.matches(&n))
+                })
+                .filter(|v| prompts::altered(v))
+                .map(|v| {
+                    format!(
+                        "MCPPromptVersion {} ({} {}) changed content after publication (recorded {}, now {}): restore it, or publish the change as a new version",
+                        v.metadata.name.as_deref().unwrap_or_default(),
+                        v.spec.prompt,
+                        v.spec.version,
+                        v.status.as_ref().and_then(|s| s.content_hash.as_deref()).unwrap_or_default(),
+                        prompts::content_hash(v)
+                    )
+                })
+                .collect();
+        }
         match prompts::resolve(reference, inputs.prompt_versions) {
             Resolution::Active(found) | Resolution::Deprecated(found) => {
                 outcome.deprecated =

@@ -37,7 +37,7 @@ pub fn resolve<'a>(
             .filter(|c| c.spec.prompt == reference.name && c.spec.lifecycle == lifecycle)
             // A version the API server let through but that is not servable (a placeholder
             // naming no argument) is never served; its status says why.
-            .filter(|c| check_prompt_version(&c.spec).is_empty())
+            .filter(|c| check_prompt_version(&c.spec).is_empty() && !altered(c))
             .filter_map(|c| Some((Version::parse(&c.spec.version).ok()?, c)))
             .filter(|(v, _)| requirement.matches(v))
             .max_by(|(va, a), (vb, b)| {
@@ -64,6 +64,24 @@ pub fn tie_break_key(p: &MCPPromptVersion) -> (Option<String>, Option<String>) {
             .map(|t| t.0.to_string()),
         p.metadata.name.clone(),
     )
+}
+
+/// The SHA-256 (RFC 8785 canonical JSON) of what clients receive of a version: the value the
+/// gateway puts in `_meta` as `mcp-operator.dev/contentSha256`.
+pub fn content_hash(version: &MCPPromptVersion) -> String {
+    crate::gateway::inventory::definition_hash(
+        &serde_json::to_value(managed_prompt(version)).unwrap_or_default(),
+    )
+}
+
+/// Whether the content differs from the hash recorded in status when it was first seen
+/// (only possible around the CRD's immutability rules): such a version is never served.
+pub fn altered(version: &MCPPromptVersion) -> bool {
+    version
+        .status
+        .as_ref()
+        .and_then(|s| s.content_hash.as_deref())
+        .is_some_and(|recorded| recorded != content_hash(version))
 }
 
 /// The prompt as the gateway serves it.

@@ -8,8 +8,7 @@ use kube::ResourceExt;
 use super::policy_status::SelectedServer;
 use super::status::make_condition;
 use crate::api::prompt::{Lifecycle, MCPPromptVersion, MCPPromptVersionStatus};
-use crate::builders::prompts::{managed_prompt, tie_break_key};
-use crate::gateway::inventory::definition_hash;
+use crate::builders::prompts::{content_hash, tie_break_key};
 use crate::validation::semantic::check_prompt_version;
 
 /// The version can be served: Active or Deprecated, and not shadowed by a duplicate.
@@ -18,18 +17,14 @@ pub const CONDITION_READY: &str = "Ready";
 pub const CONDITION_CONFLICT: &str = "Conflict";
 pub const REASON_PUBLISHED: &str = "Published";
 pub const REASON_RETIRED: &str = "Retired";
+/// The content differs from what was published under this version (MCP-PROMPT-001).
+pub const REASON_CONTENT_CHANGED: &str = "ContentChanged";
 /// The spec passed the API server but cannot be served (what to fix is in the message).
 pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
 /// A duplicate wins: this object is never served.
 pub const REASON_SHADOWED: &str = "Shadowed";
 pub const REASON_DUPLICATE_VERSION: &str = "DuplicateVersion";
 pub const REASON_UNIQUE: &str = "Unique";
-
-/// The SHA-256 (RFC 8785 canonical JSON) of what clients receive: the same value the gateway
-/// puts in `_meta` as `mcp-operator.dev/contentSha256`.
-pub fn content_hash(version: &MCPPromptVersion) -> String {
-    definition_hash(&serde_json::to_value(managed_prompt(version)).unwrap_or_default())
-}
 
 /// The status of `version`, given the prompt versions and the servers of its namespace.
 pub fn desired_prompt_version_status(
@@ -110,7 +105,21 @@ pub fn desired_prompt_version_status(
         Vec::new()
     };
     let problems = check_prompt_version(spec);
-    let ready = if !problems.is_empty() {
+    let current_hash = content_hash(version);
+    // Recorded once, at first sight: what clients got under this version stays provable.
+    let recorded = previous
+        .and_then(|p| p.content_hash.clone())
+        .unwrap_or_else(|| current_hash.clone());
+    let ready = if recorded != current_hash {
+        condition(
+            CONDITION_READY,
+            false,
+            REASON_CONTENT_CHANGED,
+            format!(
+                "never served again: the content changed after publication (recorded {recorded}, now {current_hash}); restore it, or publish the change as a new version (MCP-PROMPT-001)"
+            ),
+        )
+    } else if !problems.is_empty() {
         condition(
             CONDITION_READY,
             false,
@@ -156,7 +165,7 @@ pub fn desired_prompt_version_status(
     MCPPromptVersionStatus {
         observed_generation: generation,
         servers: serving,
-        content_hash: Some(content_hash(version)),
+        content_hash: Some(recorded),
         conditions: vec![ready, conflict],
     }
 }

@@ -542,6 +542,7 @@ mod tests {
             resolved_object: None,
             deprecated: false,
             problem: Some("no Active or Deprecated MCPPromptVersion matches".into()),
+            altered: Vec::new(),
         }];
         let input = StatusInput {
             generation: Some(2),

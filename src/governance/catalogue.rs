@@ -95,6 +95,7 @@ pub const TOOL_CROSS_TOOL: &str = "MCP-TOOL-004";
 pub const TOOL_HYGIENE: &str = "MCP-TOOL-005";
 pub const PIN_DEFINITION: &str = "MCP-PIN-001";
 pub const PIN_CATALOGUE: &str = "MCP-PIN-002";
+pub const PROMPT_IMMUTABLE: &str = "MCP-PROMPT-001";
 pub const PROMPT_ARGUMENTS: &str = "MCP-PROMPT-002";
 
 /// The heuristics a managed prompt's rendered messages are scanned with (H1 to H3, under
@@ -318,6 +319,14 @@ pub const RULES: &[Rule] = &[
         sources: &[Source::Live, Source::Resource],
         mode: Mode::Block,
         remediation: "Review the new tool in status.tools and add it with its sha256 to spec.toolApprovals (docs/tool-approvals.md); until then the gateway hides it under an Enforce policy with tools.pinDefinitions.",
+    },
+    Rule {
+        id: PROMPT_IMMUTABLE,
+        title: "Managed prompts are versioned and immutable: the content served under a version never changes",
+        severity: Severity::Medium,
+        sources: &[Source::Resource],
+        mode: Mode::Report,
+        remediation: "Publish changed prompt text as a new MCPPromptVersion (a new semver) instead of editing one; a version whose content differs from the hash recorded at publication (its status.contentHash) is never served. Restore the original content or delete the object.",
     },
     Rule {
         id: PROMPT_ARGUMENTS,

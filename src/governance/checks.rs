@@ -45,7 +45,16 @@ pub(super) fn run(
         (NET_EGRESS_ALLOWLIST, egress_allowlist(desired)),
         (SEC_NO_LITERAL_SECRETS, no_literal_secrets(server)),
         (RATE_LIMITS, rate_limits(desired)),
+        (PROMPT_IMMUTABLE, prompts_immutable(desired)),
     ]
+}
+
+fn prompts_immutable(desired: &DesiredState) -> Problems {
+    desired
+        .prompts
+        .iter()
+        .flat_map(|p| p.altered.iter().cloned())
+        .collect()
 }
 
 fn auth_required(desired: &DesiredState) -> Problems {

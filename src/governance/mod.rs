@@ -283,7 +283,17 @@ gateway: {rateLimit: {requestsPerMinute: 600}, resources: {limits: {cpu: 500m, m
             evaluation.findings()
         );
         assert_eq!(evaluation.compliance().score, 100);
-        assert_eq!(evaluation.checks.len(), 17);
+        // Every rule answerable from the resource and the rendered objects is evaluated.
+        let offline = RULES
+            .iter()
+            .filter(|r| {
+                !r.is_live()
+                    && r.sources
+                        .iter()
+                        .any(|s| matches!(s, Source::Resource | Source::Workload))
+            })
+            .count();
+        assert_eq!(evaluation.checks.len(), offline);
     }
 
     #[test]
@@ -632,6 +642,56 @@ workload: {allowedRegistries: ["ghcr.io/acme"], minReplicas: 2}
                 .disabled
                 .iter()
                 .any(|(id, reason)| *id == TOOL_HIDDEN_INSTRUCTIONS && reason.contains("fixture"))
+        );
+    }
+
+    #[test]
+    fn content_changed_under_a_published_version_fails_prompt_immutability_and_is_not_served() {
+        use crate::api::prompt::{MCPPromptVersion, MCPPromptVersionStatus};
+        let mut server = server(COMPLIANT);
+        server.spec.prompts = serde_saphyr::from_str("[{name: triage, version: '^1.2'}]").unwrap();
+        let mut version = MCPPromptVersion::new(
+            "triage-1-2-0",
+            serde_saphyr::from_str(
+                "prompt: triage\nversion: 1.2.0\nmessages: [{role: user, text: hi}]\n",
+            )
+            .unwrap(),
+        );
+        version.metadata.namespace = Some("tools".into());
+        let evaluate_with_version = |version: &MCPPromptVersion| {
+            let versions = [version.clone()];
+            let desired = build(
+                ServerInputs {
+                    server: &server,
+                    policies: &[],
+                    prompt_versions: &versions,
+                },
+                &BuildContext::default(),
+            )
+            .unwrap();
+            (evaluate(&server, &[], &desired), desired)
+        };
+        let (untouched, desired) = evaluate_with_version(&version);
+        assert!(!failed(&untouched).contains(&PROMPT_IMMUTABLE));
+        assert_eq!(desired.gateway_config.prompts.len(), 1);
+
+        version.status = Some(MCPPromptVersionStatus {
+            content_hash: Some("0".repeat(64)),
+            ..Default::default()
+        });
+        let (altered, desired) = evaluate_with_version(&version);
+        assert!(failed(&altered).contains(&PROMPT_IMMUTABLE));
+        let check = altered
+            .checks
+            .iter()
+            .find(|c| c.rule.id == PROMPT_IMMUTABLE)
+            .unwrap();
+        assert!(
+            check.problems[0].contains("triage-1-2-0") && check.problems[0].contains("new version")
+        );
+        assert!(
+            desired.gateway_config.prompts.is_empty(),
+            "changed content is never served"
         );
     }
 }
