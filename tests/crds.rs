@@ -433,3 +433,29 @@ fn policy_cel_rules() {
         .any(|e| e.contains("must not exceed"))
     );
 }
+
+#[test]
+fn the_resource_reference_page_is_in_sync() {
+    let path = common_repo().join("docs/crds.md");
+    let expected = mcp_operator::crdgen::reference_markdown();
+    if std::env::var_os("UPDATE_DOCS").is_some() {
+        std::fs::write(&path, &expected).unwrap();
+    }
+    let actual = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        actual == expected,
+        "docs/crds.md is out of date: run `UPDATE_DOCS=1 cargo test --test crds the_resource_reference_page_is_in_sync`"
+    );
+    for field in [
+        "`spec.toolApprovals[].sha256`",
+        "`status.tools[].state`",
+        "`spec.lifecycle`",
+        "`spec.overrides[].reason`",
+    ] {
+        assert!(expected.contains(field), "{field} is documented");
+    }
+}
+
+fn common_repo() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}

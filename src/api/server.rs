@@ -146,7 +146,7 @@ pub struct MCPServerSpec {
     pub authorization: Vec<ToolAccessRule>,
 
     /// Approved tool definitions, by name and SHA-256 (the gateway's admin /inventory lists the
-    /// live hashes; docs/rules.md, MCP-PIN-001/002, explains the flow). Under a policy with
+    /// live hashes; docs/tool-approvals.md explains the flow). Under a policy with
     /// `tools.pinDefinitions`, a tool missing here (new) or listed with another hash (changed) is
     /// reported, and hidden by the gateway when the policy enforces.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
