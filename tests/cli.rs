@@ -124,3 +124,59 @@ fn controller_refuses_a_renew_interval_above_the_lease() {
         "must be below --lease-duration-seconds",
     );
 }
+
+/// `docs/cli.md`: the help of every command, as the binary prints it, kept in sync.
+#[test]
+fn the_cli_reference_page_is_in_sync() {
+    let mut expected = String::from(
+        "# Command-line reference\n\n\
+         The help of every command, as `mcp-operator COMMAND --help` prints it (a test keeps this\n\
+         page in sync).\n",
+    );
+    let commands = [
+        "",
+        "crdgen",
+        "render",
+        "check",
+        "report",
+        "controller",
+        "gateway",
+        "install-gateway",
+    ];
+    for command in commands {
+        let mut args: Vec<&str> = Vec::new();
+        if !command.is_empty() {
+            args.push(command);
+        }
+        args.push("--help");
+        // Help shows the value of a flag's environment variable when set: leave them unset.
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_mcp-operator"))
+            .args(&args)
+            .env_remove("MCP_OPERATOR_GATEWAY_IMAGE")
+            .env_remove("POD_NAME")
+            .env_remove("POD_NAMESPACE")
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{command} --help failed");
+        let help = String::from_utf8(output.stdout).unwrap();
+        let title = if command.is_empty() {
+            "mcp-operator".to_owned()
+        } else {
+            format!("mcp-operator {command}")
+        };
+        expected.push_str(&format!(
+            "\n## {title}\n\n```text\n{}\n```\n",
+            help.trim_end()
+        ));
+    }
+    let path = common::repo().join("docs/cli.md");
+    if std::env::var_os("UPDATE_DOCS").is_some() {
+        std::fs::write(&path, &expected).unwrap();
+    }
+    let actual = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        actual == expected,
+        "docs/cli.md is out of date: run `UPDATE_DOCS=1 cargo test --test cli the_cli_reference_page_is_in_sync`"
+    );
+    assert!(expected.contains("--inventory-period-seconds"));
+}
