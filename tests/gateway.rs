@@ -674,20 +674,10 @@ fn pinned_definitions_quarantine_new_and_changed_tools_until_approved() {
     let client = http();
     let url = enforce.url();
     let session = initialize(&client, &url);
-    let listed = rpc(
-        &client,
-        &url,
-        &session,
-        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
+    assert_eq!(
+        listed_tool_names(&client, &url, &session),
+        ["count", "echo"]
     );
-    let mut names: Vec<&str> = listed["result"]["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
-    names.sort();
-    assert_eq!(names, ["count", "echo"]);
     let call = rpc(
         &client,
         &url,

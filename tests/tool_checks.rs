@@ -27,7 +27,7 @@ use mcp_operator::controller::{self, ControllerConfig};
 use mcp_operator::testkit::apiserver::ApiServer;
 use serde_json::{Value, json};
 
-use gateway_support::{Gateway, Process, fastmcp, http, http_upstream, initialize, rpc};
+use gateway_support::{Gateway, Process, fastmcp, http, http_upstream, initialize};
 
 const WAIT: Duration = Duration::from_secs(60);
 /// The controller's inventory period in this scenario.
@@ -142,20 +142,7 @@ async fn listed_tools(gateway: &Gateway) -> Vec<String> {
     tokio::task::spawn_blocking(move || {
         let client = http();
         let session = initialize(&client, &url);
-        let listed = rpc(
-            &client,
-            &url,
-            &session,
-            json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
-        );
-        let mut names: Vec<String> = listed["result"]["tools"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t["name"].as_str().unwrap().to_owned())
-            .collect();
-        names.sort();
-        names
+        gateway_support::listed_tool_names(&client, &url, &session)
     })
     .await
     .unwrap()

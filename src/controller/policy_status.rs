@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::Store;
@@ -145,16 +145,47 @@ pub fn desired_policy_status(
     }
 }
 
-/// Whether two policy statuses differ in anything but condition timestamps.
-fn differs(a: &MCPPolicyStatus, b: &MCPPolicyStatus) -> bool {
-    let strip = |s: &MCPPolicyStatus| {
+/// Whether two statuses differ in anything but their conditions' transition times.
+fn differs<S: Clone + PartialEq>(
+    a: &S,
+    b: &S,
+    conditions: fn(&mut S) -> &mut Vec<Condition>,
+) -> bool {
+    let strip = |s: &S| {
         let mut s = s.clone();
-        for c in &mut s.conditions {
+        for c in conditions(&mut s) {
             c.last_transition_time = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
         }
         s
     };
     strip(a) != strip(b)
+}
+
+/// Server-side apply `status` as the status of `name`; true when written. A failure is logged
+/// and retried at the next wake or recount.
+async fn apply_status<K>(api: &Api<K>, name: &str, status: &impl serde::Serialize) -> bool
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let body = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    match api
+        .patch_status(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+    {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(kind = %K::kind(&()), name, error = %e, "writing the status failed");
+            false
+        }
+    }
 }
 
 /// What the aggregate status task reads.
@@ -226,29 +257,11 @@ async fn write_policy_statuses(
             .collect();
         let previous = written.get(&name).or(policy.status.as_ref());
         let desired = desired_policy_status(&policy, &selected, previous, &now);
-        if previous.is_some_and(|p| !differs(p, &desired)) {
+        if previous.is_some_and(|p| !differs(p, &desired, |s| &mut s.conditions)) {
             continue;
         }
-        let body = json!({
-            "apiVersion": MCPPolicy::api_version(&()),
-            "kind": MCPPolicy::kind(&()),
-            "status": desired,
-        });
-        match api
-            .patch_status(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&body),
-            )
-            .await
-        {
-            Ok(_) => {
-                written.insert(name, desired);
-            }
-            // Retried at the next wake or recount.
-            Err(e) => {
-                tracing::warn!(policy = %name, error = %e, "writing the policy status failed")
-            }
+        if apply_status(&api, &name, &desired).await {
+            written.insert(name, desired);
         }
     }
 }
@@ -289,42 +302,14 @@ async fn write_prompt_version_statuses(
         let previous = written.get(&k).or(version.status.as_ref());
         let desired =
             desired_prompt_version_status(version, &same_namespace, &in_namespace, previous, &now);
-        if previous.is_some_and(|p| !prompt_status_differs(p, &desired)) {
+        if previous.is_some_and(|p| !differs(p, &desired, |s| &mut s.conditions)) {
             continue;
         }
-        let body = json!({
-            "apiVersion": MCPPromptVersion::api_version(&()),
-            "kind": MCPPromptVersion::kind(&()),
-            "status": desired,
-        });
         let api: Api<MCPPromptVersion> = Api::namespaced(sources.client.clone(), &namespace);
-        match api
-            .patch_status(
-                &k.1,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&body),
-            )
-            .await
-        {
-            Ok(_) => {
-                written.insert(k, desired);
-            }
-            Err(e) => {
-                tracing::warn!(prompt_version = %k.1, namespace = %namespace, error = %e, "writing the prompt version status failed")
-            }
+        if apply_status(&api, &k.1, &desired).await {
+            written.insert(k, desired);
         }
     }
-}
-
-fn prompt_status_differs(a: &MCPPromptVersionStatus, b: &MCPPromptVersionStatus) -> bool {
-    let strip = |s: &MCPPromptVersionStatus| {
-        let mut s = s.clone();
-        for c in &mut s.conditions {
-            c.last_transition_time = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
-        }
-        s
-    };
-    strip(a) != strip(b)
 }
 
 #[cfg(test)]

@@ -329,3 +329,25 @@ pub fn inventory_tools(gateway: &Gateway) -> Vec<Value> {
         .unwrap();
     inventory["inventory"]["tools"].as_array().unwrap().clone()
 }
+
+/// The tool names `tools/list` returns in a session, sorted.
+pub fn listed_tool_names(
+    client: &reqwest::blocking::Client,
+    url: &str,
+    session: &str,
+) -> Vec<String> {
+    let listed = rpc(
+        client,
+        url,
+        session,
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
+    );
+    let mut names: Vec<String> = listed["result"]["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no tools in {listed}"))
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    names
+}
