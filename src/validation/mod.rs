@@ -3,6 +3,7 @@
 //! turns it into a typed object. Used by `render`/`check` and by the in-process API server.
 //! Depends only on [`crate::api`].
 
+pub mod admission;
 pub mod schema;
 pub mod semantic;
 
