@@ -353,9 +353,9 @@ async fn paginated_initial_lists_complete() {
 }
 
 /// Malformed prompt versions sent to the API double as raw JSON (as kubectl would): each is
-/// refused with 422 and a message naming the field. (A placeholder naming no argument needs
-/// string functions the CRD's CEL cannot use portably; `render`/`check` refuse it, and the
-/// controller never serves such a version and says why in its status.)
+/// refused with 422 and a message naming the field, by the CRD's schema and CEL rules or, for a
+/// placeholder naming no argument (beyond what CEL can check within its cost budget), by the
+/// operator's validating admission webhook.
 #[tokio::test]
 async fn malformed_prompt_versions_are_refused_with_the_field_named() {
     let server = ApiServer::start().await.unwrap();
@@ -427,7 +427,21 @@ async fn malformed_prompt_versions_are_refused_with_the_field_named() {
             "{name}: {err:?}"
         );
     }
-    // The tenth: a lifecycle moving backwards.
+    // A placeholder naming no argument: refused by the operator's admission webhook.
+    let undeclared = json!({"prompt": "t", "version": "1.0.0", "messages": [{"role": "user", "text": "see {{ticket}}"}]});
+    server.install_admission_webhook();
+    let err = api
+        .create(
+            &PostParams::default(),
+            &version("undeclared-placeholder", undeclared),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 422 && s.message.contains("admission webhook denied") && s.message.contains("spec.messages[0].text")),
+        "{err:?}"
+    );
+    // The eleventh: a lifecycle moving backwards.
     api.create(
         &PostParams::default(),
         &version(

@@ -231,6 +231,20 @@ impl ApiServer {
         self.shared.store().compact();
     }
 
+    /// Register the operator's validating admission webhook for its three kinds, as the
+    /// chart's ValidatingWebhookConfiguration does: the double hands it each AdmissionReview
+    /// in process (the HTTPS transport is tested on its own).
+    pub fn install_admission_webhook(&self) {
+        self.shared.store().add_webhook(store::Webhook {
+            kinds: vec![
+                "MCPServer".into(),
+                "MCPPolicy".into(),
+                "MCPPromptVersion".into(),
+            ],
+            review: Box::new(|body| crate::validation::admission::review(body).ok()),
+        });
+    }
+
     /// Create our three CRDs (uncounted, as an installer would have done).
     pub fn install_crds(&self) -> Result<(), ApiError> {
         for crd in [MCPServer::crd(), MCPPolicy::crd(), MCPPromptVersion::crd()] {

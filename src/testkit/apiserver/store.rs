@@ -120,6 +120,18 @@ pub struct Store {
     events: broadcast::Sender<Arc<Event>>,
     next_uid: u64,
     clock_seconds: u64,
+    /// Validating admission webhooks, called after the schema with an AdmissionReview.
+    webhooks: Vec<Webhook>,
+}
+
+/// How a webhook answers: the AdmissionReview body the API server would POST, to the body the
+/// webhook would return (`None`: no usable answer).
+pub type ReviewFn = Box<dyn Fn(&[u8]) -> Option<Value> + Send>;
+
+/// A validating admission webhook: the kinds it reviews and how it answers.
+pub struct Webhook {
+    pub kinds: Vec<String>,
+    pub review: ReviewFn,
 }
 
 /// Capacity of the live fan-out; a watcher further behind is disconnected and re-watches.
@@ -139,7 +151,13 @@ impl Store {
             events,
             next_uid: 1,
             clock_seconds: 1_767_225_600, // 2026-01-01T00:00:00Z: a fixed clock keeps objects deterministic.
+            webhooks: Vec::new(),
         }
+    }
+
+    /// Register a validating admission webhook.
+    pub fn add_webhook(&mut self, webhook: Webhook) {
+        self.webhooks.push(webhook);
     }
 
     pub fn resource_version(&self) -> u64 {
@@ -667,6 +685,59 @@ impl Store {
                     rt.group,
                     causes.join(", ")
                 )));
+            }
+        }
+        self.admit(rt, object, old)
+    }
+
+    /// Ask every webhook for `rt`'s kind, as the API server does after the schema checks: a
+    /// refusal, or no usable answer (failurePolicy Fail), rejects the write.
+    fn admit(
+        &self,
+        rt: &ResourceType,
+        object: &Value,
+        old: Option<&Value>,
+    ) -> Result<(), ApiError> {
+        // The webhook reviews specs: writes that leave the spec alone (status, metadata) pass.
+        if old.is_some_and(|old| old.get("spec") == object.get("spec")) {
+            return Ok(());
+        }
+        for webhook in self.webhooks.iter().filter(|w| w.kinds.contains(&rt.kind)) {
+            let review = json!({
+                "apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "request": {
+                    "uid": format!("{:032x}", self.rv),
+                    "kind": {"group": rt.group, "version": rt.version, "kind": rt.kind},
+                    "operation": if old.is_some() { "UPDATE" } else { "CREATE" },
+                    "name": object.pointer("/metadata/name"),
+                    "namespace": object.pointer("/metadata/namespace"),
+                    "object": object,
+                    "oldObject": old,
+                }
+            });
+            let body = serde_json::to_vec(&review).unwrap_or_default();
+            let answer = (webhook.review)(&body);
+            let response = answer.as_ref().and_then(|a| a.get("response"));
+            match response
+                .and_then(|r| r.get("allowed"))
+                .and_then(Value::as_bool)
+            {
+                Some(true) => {}
+                Some(false) => {
+                    let message = response
+                        .and_then(|r| r.pointer("/status/message"))
+                        .and_then(Value::as_str)
+                        .unwrap_or("denied");
+                    return Err(ApiError::Invalid(format!(
+                        "admission webhook denied the request: {message}"
+                    )));
+                }
+                None => {
+                    return Err(ApiError::Invalid(
+                        "admission webhook gave no answer (failurePolicy: Fail)".into(),
+                    ));
+                }
             }
         }
         Ok(())
