@@ -138,6 +138,16 @@ struct ControllerArgs {
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Serve the validating admission webhook (HTTPS, POST /validate) on this address; every
+    /// replica serves it. Needs --webhook-cert and --webhook-key.
+    #[arg(long, value_name = "ADDR", requires_all = ["webhook_cert", "webhook_key"])]
+    webhook_listen: Option<std::net::SocketAddr>,
+    /// PEM certificate chain of the webhook (read again when it changes).
+    #[arg(long, value_name = "PATH", requires = "webhook_listen")]
+    webhook_cert: Option<PathBuf>,
+    /// PEM private key of the webhook.
+    #[arg(long, value_name = "PATH", requires = "webhook_listen")]
+    webhook_key: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -285,6 +295,17 @@ async fn controller(args: ControllerArgs) -> Result<(), String> {
     }
     let _telemetry =
         telemetry::init("mcp-operator-controller", args.log_format).map_err(|e| e.to_string())?;
+    let _webhook = match (args.webhook_listen, args.webhook_cert, args.webhook_key) {
+        (Some(addr), Some(cert), Some(key)) => {
+            let (bound, task) =
+                controller::webhook::serve(addr, controller::webhook::WebhookTls { cert, key })
+                    .await
+                    .map_err(|e| e.to_string())?;
+            tracing::info!(%bound, "serving the admission webhook");
+            Some(task)
+        }
+        _ => None,
+    };
     let (client, cluster_url) = kube_client(args.kubeconfig.as_deref()).await?;
     let identity = args
         .identity

@@ -13,6 +13,7 @@ pub mod policy_status;
 pub mod prompt_status;
 pub mod reconcile;
 pub mod status;
+pub mod webhook;
 
 use std::future::Future;
 use std::hash::{Hash, Hasher};
