@@ -347,6 +347,22 @@ mod tests {
         }
     }
 
+    /// Servers of namespace `prod`, by name, with their statuses.
+    fn in_prod<'a>(
+        names: &'a [impl AsRef<str>],
+        statuses: &'a [MCPServerStatus],
+    ) -> Vec<SelectedServer<'a>> {
+        names
+            .iter()
+            .zip(statuses)
+            .map(|(name, status)| SelectedServer {
+                namespace: "prod",
+                name: name.as_ref(),
+                status: Some(status),
+            })
+            .collect()
+    }
+
     fn at(seconds: i64) -> Time {
         Time(k8s_openapi::jiff::Timestamp::from_second(seconds).unwrap())
     }
@@ -360,15 +376,7 @@ mod tests {
             status(3, &["MCP-RATE-001"]),
         ];
         let names = ["a", "b", "c", "d"];
-        let selected: Vec<SelectedServer<'_>> = names
-            .iter()
-            .zip(&statuses)
-            .map(|(name, status)| SelectedServer {
-                namespace: "prod",
-                name,
-                status: Some(status),
-            })
-            .collect();
+        let selected = in_prod(&names, &statuses);
         // The policy disabled MCP-RATE-001: d complies with it.
         let policy = policy(
             "overrides: [{rule: MCP-RATE-001, enforcement: Disabled, reason: internal only}]",
@@ -434,15 +442,7 @@ mod tests {
         let rule_refs: Vec<&str> = rules.iter().map(String::as_str).collect();
         let statuses: Vec<MCPServerStatus> = (0..15).map(|_| status(3, &rule_refs)).collect();
         let names: Vec<String> = (0..15).map(|i| format!("s{i:02}")).collect();
-        let selected: Vec<SelectedServer<'_>> = names
-            .iter()
-            .zip(&statuses)
-            .map(|(name, status)| SelectedServer {
-                namespace: "prod",
-                name,
-                status: Some(status),
-            })
-            .collect();
+        let selected = in_prod(&names, &statuses);
         let computed = desired_policy_status(&policy(""), &selected, None, &at(1));
         assert_eq!(computed.violations.len(), MAX_VIOLATIONS);
         assert!(
