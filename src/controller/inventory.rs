@@ -264,21 +264,15 @@ impl InventoryReader {
                 })
                 .buffer_unordered(READ_CONCURRENCY);
             while let Some((key, observation)) = results.next().await {
-                let mut observed = self.observed.lock().unwrap_or_else(|p| p.into_inner());
-                let is_new = observed
-                    .get(&key)
-                    .is_none_or(|o| o.digest != observation.digest);
-                if is_new {
-                    tracing::debug!(server = %key, digest = %observation.digest, problem = ?observation.problem, "inventory changed");
-                }
-                let generation_moved = observed
-                    .get(&key)
-                    .is_some_and(|o| o.deployment_generation != observation.deployment_generation);
-                if is_new || generation_moved {
-                    observed.insert(key.clone(), Arc::new(observation));
-                }
-                drop(observed);
-                if is_new {
+                let digest = observation.digest.clone();
+                // Kept even when unchanged: the Deployment generation it was read at may move.
+                let previous = self
+                    .observed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key.clone(), Arc::new(observation));
+                if previous.is_none_or(|o| o.digest != digest) {
+                    tracing::debug!(server = %key, %digest, "inventory changed");
                     // The controller has stopped when nobody receives: nothing to do.
                     let _ = changed.unbounded_send(key);
                 }

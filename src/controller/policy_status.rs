@@ -3,7 +3,7 @@
 //! task after bursts of server status writes, on policy and prompt version changes, and every
 //! minute; the same task writes the MCPPromptVersion statuses ([`super::prompt_status`]).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,10 +21,10 @@ use super::children::FIELD_MANAGER;
 use super::context::namespace_labels;
 use super::prompt_status::desired_prompt_version_status;
 use super::status::make_condition;
-use crate::api::MCPPolicy;
 use crate::api::policy::{MCPPolicyStatus, OverrideEnforcement, RuleViolations};
 use crate::api::prompt::{MCPPromptVersion, MCPPromptVersionStatus};
 use crate::api::server::MCPServerStatus;
+use crate::api::{MCPPolicy, MCPServer};
 
 /// Most rules listed in `status.violations`.
 pub const MAX_VIOLATIONS: usize = 50;
@@ -226,37 +226,57 @@ pub async fn keep_aggregate_statuses(sources: AggregateSources, wake: Arc<Notify
     }
 }
 
+/// The valid servers not being deleted, by namespace.
+fn servers_by_namespace(servers: &[Arc<GuardedServer>]) -> BTreeMap<&str, Vec<&MCPServer>> {
+    let mut grouped: BTreeMap<&str, Vec<&MCPServer>> = BTreeMap::new();
+    for server in servers.iter().filter_map(|g| g.0.as_ref().ok()) {
+        if server.meta().deletion_timestamp.is_none()
+            && let Some(namespace) = server.meta().namespace.as_deref()
+        {
+            grouped.entry(namespace).or_default().push(server);
+        }
+    }
+    grouped
+}
+
+/// A server as the status computations see it.
+fn selected(server: &MCPServer) -> Option<SelectedServer<'_>> {
+    Some(SelectedServer {
+        namespace: server.meta().namespace.as_deref()?,
+        name: server.meta().name.as_deref()?,
+        status: server.status.as_ref(),
+    })
+}
+
 async fn write_policy_statuses(
     sources: &AggregateSources,
     written: &mut HashMap<String, MCPPolicyStatus>,
 ) {
     let servers: Vec<Arc<GuardedServer>> = sources.servers.iter().flat_map(Store::state).collect();
+    let by_namespace = servers_by_namespace(&servers);
+    // Each namespace's labels once per round, not once per policy and server.
+    let labels: Vec<(BTreeMap<String, String>, &Vec<&MCPServer>)> = by_namespace
+        .iter()
+        .map(|(ns, servers)| (namespace_labels(&sources.namespaces, ns), servers))
+        .collect();
     let api: Api<MCPPolicy> = Api::all(sources.client.clone());
     let now = (sources.clock)();
     let policies = sources.policies.state();
-    written.retain(|name, _| policies.iter().any(|p| p.name_any() == *name));
+    let names: HashSet<String> = policies.iter().map(|p| p.name_any()).collect();
+    written.retain(|name, _| names.contains(name));
     for policy in policies {
         let name = policy.name_any();
-        let selected: Vec<SelectedServer<'_>> = servers
+        let chosen: Vec<SelectedServer<'_>> = labels
             .iter()
-            .filter_map(|g| g.0.as_ref().ok())
-            .filter(|s| s.meta().deletion_timestamp.is_none())
-            .filter_map(|s| {
-                let namespace = s.meta().namespace.as_deref()?;
-                policy
-                    .selects(
-                        &namespace_labels(&sources.namespaces, namespace),
-                        s.labels(),
-                    )
-                    .then_some(SelectedServer {
-                        namespace,
-                        name: s.meta().name.as_deref()?,
-                        status: s.status.as_ref(),
-                    })
+            .flat_map(|(namespace_labels, servers)| {
+                servers
+                    .iter()
+                    .filter(|s| policy.selects(namespace_labels, s.labels()))
+                    .filter_map(|s| selected(s))
             })
             .collect();
         let previous = written.get(&name).or(policy.status.as_ref());
-        let desired = desired_policy_status(&policy, &selected, previous, &now);
+        let desired = desired_policy_status(&policy, &chosen, previous, &now);
         if previous.is_some_and(|p| !differs(p, &desired, |s| &mut s.conditions)) {
             continue;
         }
@@ -276,38 +296,44 @@ async fn write_prompt_version_statuses(
         .flat_map(Store::state)
         .collect();
     let servers: Vec<Arc<GuardedServer>> = sources.servers.iter().flat_map(Store::state).collect();
-    let now = (sources.clock)();
-    let key = |v: &MCPPromptVersion| (v.namespace().unwrap_or_default(), v.name_any());
-    written.retain(|k, _| versions.iter().any(|v| key(v) == *k));
+    let servers_of = servers_by_namespace(&servers);
+    let mut versions_of: BTreeMap<String, Vec<&MCPPromptVersion>> = BTreeMap::new();
     for version in &versions {
-        let namespace = version.namespace().unwrap_or_default();
-        let same_namespace: Vec<&MCPPromptVersion> = versions
-            .iter()
-            .filter(|v| v.namespace().as_deref() == Some(namespace.as_str()))
-            .map(|v| v.as_ref())
+        versions_of
+            .entry(version.namespace().unwrap_or_default())
+            .or_default()
+            .push(version);
+    }
+    let now = (sources.clock)();
+    let keys: HashSet<(String, String)> = versions
+        .iter()
+        .map(|v| (v.namespace().unwrap_or_default(), v.name_any()))
+        .collect();
+    written.retain(|k, _| keys.contains(k));
+    for (namespace, same_namespace) in &versions_of {
+        let in_namespace: Vec<SelectedServer<'_>> = servers_of
+            .get(namespace.as_str())
+            .into_iter()
+            .flatten()
+            .filter_map(|s| selected(s))
             .collect();
-        let in_namespace: Vec<SelectedServer<'_>> = servers
-            .iter()
-            .filter_map(|g| g.0.as_ref().ok())
-            .filter(|s| s.meta().namespace.as_deref() == Some(namespace.as_str()))
-            .filter_map(|s| {
-                Some(SelectedServer {
-                    namespace: s.meta().namespace.as_deref()?,
-                    name: s.meta().name.as_deref()?,
-                    status: s.status.as_ref(),
-                })
-            })
-            .collect();
-        let k = key(version);
-        let previous = written.get(&k).or(version.status.as_ref());
-        let desired =
-            desired_prompt_version_status(version, &same_namespace, &in_namespace, previous, &now);
-        if previous.is_some_and(|p| !differs(p, &desired, |s| &mut s.conditions)) {
-            continue;
-        }
-        let api: Api<MCPPromptVersion> = Api::namespaced(sources.client.clone(), &namespace);
-        if apply_status(&api, &k.1, &desired).await {
-            written.insert(k, desired);
+        let api: Api<MCPPromptVersion> = Api::namespaced(sources.client.clone(), namespace);
+        for version in same_namespace {
+            let k = (namespace.clone(), version.name_any());
+            let previous = written.get(&k).or(version.status.as_ref());
+            let desired = desired_prompt_version_status(
+                version,
+                same_namespace,
+                &in_namespace,
+                previous,
+                &now,
+            );
+            if previous.is_some_and(|p| !differs(p, &desired, |s| &mut s.conditions)) {
+                continue;
+            }
+            if apply_status(&api, &k.1, &desired).await {
+                written.insert(k, desired);
+            }
         }
     }
 }

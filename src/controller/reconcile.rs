@@ -176,14 +176,16 @@ async fn reconcile_inner(
         .inventories
         .as_ref()
         .and_then(|reader| reader.observation(&server_key));
-    let assessments: Vec<ToolAssessment> = match &observation {
-        Some(seen) if seen.problem.is_none() => assess(
-            &seen.tools,
-            &ToolCheckSettings::for_gateway(&desired.gateway_config.tools),
-        ),
-        _ => Vec::new(),
-    };
-    if observation.as_ref().is_some_and(|o| o.problem.is_none()) {
+    let listed = observation.as_ref().filter(|seen| seen.problem.is_none());
+    let assessments: Vec<ToolAssessment> = listed
+        .map(|seen| {
+            assess(
+                &seen.tools,
+                &ToolCheckSettings::for_gateway(&desired.gateway_config.tools),
+            )
+        })
+        .unwrap_or_default();
+    if listed.is_some() {
         evaluation.add_live(&assessments, &policy_refs);
     }
 

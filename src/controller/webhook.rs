@@ -47,13 +47,13 @@ pub struct WebhookTls {
 
 /// The webhook's HTTP routes.
 pub fn router() -> Router {
-    Router::new().route(WEBHOOK_PATH, axum::routing::post(validate))
+    Router::new()
+        .route(WEBHOOK_PATH, axum::routing::post(validate))
+        // Larger bodies get 413 before they are read whole.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_REVIEW_BYTES))
 }
 
 async fn validate(body: Bytes) -> Response {
-    if body.len() > MAX_REVIEW_BYTES {
-        return (StatusCode::PAYLOAD_TOO_LARGE, "the review is too large").into_response();
-    }
     match admission::review(&body) {
         Ok(answer) => (
             [(header::CONTENT_TYPE, "application/json")],

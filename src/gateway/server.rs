@@ -677,10 +677,11 @@ async fn post(State(gateway): State<Arc<Gateway>>, request: Request) -> Response
             }
             decided_by = access.decided_by;
         }
-        if method == "prompts/get"
-            && is_request
-            && let Some(bundle) = Some(gateway.prompts())
-            && let Some(managed) = target.as_deref().and_then(|name| bundle.get(name))
+        let bundle = (method == "prompts/get" && is_request).then(|| gateway.prompts());
+        if let Some(managed) = bundle
+            .as_deref()
+            .zip(target.as_deref())
+            .and_then(|(bundle, name)| bundle.get(name))
         {
             let rendered = match managed.render(message.params().and_then(|p| p.get("arguments"))) {
                 Ok(rendered) => rendered,
