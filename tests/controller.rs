@@ -3,7 +3,9 @@
 //! Every wait is on a watch event or a condition, with a timeout; nothing sleeps to synchronise.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+mod common;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -991,7 +993,11 @@ fn condition<'a>(server: &'a MCPServer, type_: &str) -> Option<(&'a str, &'a str
 /// when its spec starts violating; flipping the policy to Audit rolls both out with findings.
 #[tokio::test]
 async fn enforce_blocks_violating_servers_and_audit_rolls_them_out() {
-    on_double(|client| async move {
+    on_double(scenario_enforce_and_audit).await;
+}
+
+async fn scenario_enforce_and_audit(client: Client) {
+    {
         let ns = "governed";
         let servers: Api<MCPServer> = Api::namespaced(client.clone(), ns);
         let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
@@ -1010,11 +1016,17 @@ async fn enforce_blocks_violating_servers_and_audit_rolls_them_out() {
             .unwrap();
         let pinned = format!("registry.example.com/mcp/a@sha256:{}", "ab".repeat(32));
         servers
-            .create(&PostParams::default(), &mcp_server("compliant", json!({"image": pinned})))
+            .create(
+                &PostParams::default(),
+                &mcp_server("compliant", json!({"image": pinned})),
+            )
             .await
             .unwrap();
         servers
-            .create(&PostParams::default(), &mcp_server("tagged", json!({"image": "example/b:1"})))
+            .create(
+                &PostParams::default(),
+                &mcp_server("tagged", json!({"image": "example/b:1"})),
+            )
             .await
             .unwrap();
 
@@ -1033,14 +1045,23 @@ async fn enforce_blocks_violating_servers_and_audit_rolls_them_out() {
             .iter()
             .find(|f| f.rule == "MCP-SUPPLY-001")
             .expect("a digest finding");
-        assert!(digest.enforced && digest.message.contains("example/b:1"), "{digest:?}");
+        assert!(
+            digest.enforced && digest.message.contains("example/b:1"),
+            "{digest:?}"
+        );
         assert!(status.compliance.as_ref().unwrap().failed >= 1);
         assert_eq!(status.policies[0].name, "digests");
-        assert!(deployments.get_opt("tagged").await.unwrap().is_none(), "nothing is rolled out");
+        assert!(
+            deployments.get_opt("tagged").await.unwrap().is_none(),
+            "nothing is rolled out"
+        );
 
-        let compliant = wait_for(&servers, "compliant", "the pinned server to be Ready", |s| {
-            phase(s) == Some("Ready")
-        })
+        let compliant = wait_for(
+            &servers,
+            "compliant",
+            "the pinned server to be Ready",
+            |s| phase(s) == Some("Ready"),
+        )
         .await
         .unwrap();
         // Audit overrides: the auth findings are reported, not blocking.
@@ -1064,7 +1085,11 @@ async fn enforce_blocks_violating_servers_and_audit_rolls_them_out() {
         })
         .await
         .unwrap();
-        assert_eq!(phase(Some(&still)), Some("Ready"), "the last rollout keeps serving");
+        assert_eq!(
+            phase(Some(&still)),
+            Some("Ready"),
+            "the last rollout keeps serving"
+        );
         let after = deployments.get("compliant").await.unwrap();
         assert_eq!(before.spec, after.spec);
 
@@ -1085,28 +1110,57 @@ async fn enforce_blocks_violating_servers_and_audit_rolls_them_out() {
         .await
         .expect("a RolloutBlocked event");
         assert_eq!(blocked_event.type_.as_deref(), Some("Warning"));
-        assert!(blocked_event.note.as_deref().unwrap_or_default().contains("MCP-SUPPLY-001"));
+        assert!(
+            blocked_event
+                .note
+                .as_deref()
+                .unwrap_or_default()
+                .contains("MCP-SUPPLY-001")
+        );
 
         // Audit: both roll out, with their findings.
         policies
             .replace("digests", &PostParams::default(), &{
                 let mut p = policy("Audit");
-                p.metadata.resource_version = policies.get("digests").await.unwrap().metadata.resource_version;
+                p.metadata.resource_version = policies
+                    .get("digests")
+                    .await
+                    .unwrap()
+                    .metadata
+                    .resource_version;
                 p
             })
             .await
             .unwrap();
-        wait_for(&deployments, "tagged", "the tagged server to roll out", |d| d.is_some()).await;
-        wait_for(&deployments, "compliant", "the new image to roll out", |d| {
-            d.is_some_and(|d| d.spec.as_ref().and_then(|s| s.replicas) == Some(3))
-        })
+        wait_for(
+            &deployments,
+            "tagged",
+            "the tagged server to roll out",
+            |d| d.is_some(),
+        )
+        .await;
+        wait_for(
+            &deployments,
+            "compliant",
+            "the new image to roll out",
+            |d| d.is_some_and(|d| d.spec.as_ref().and_then(|s| s.replicas) == Some(3)),
+        )
         .await;
         let tagged = wait_for(&servers, "tagged", "findings reported", |s| {
-            s.is_some_and(|s| condition(s, "PolicyCompliant") == Some(("False", "ViolationsReported")))
+            s.is_some_and(|s| {
+                condition(s, "PolicyCompliant") == Some(("False", "ViolationsReported"))
+            })
         })
         .await
         .unwrap();
-        assert!(tagged.status.unwrap().findings.iter().any(|f| f.rule == "MCP-SUPPLY-001" && !f.enforced));
+        assert!(
+            tagged
+                .status
+                .unwrap()
+                .findings
+                .iter()
+                .any(|f| f.rule == "MCP-SUPPLY-001" && !f.enforced)
+        );
 
         // The policy counts what it selects: both servers, evaluated with its current
         // generation, neither compliant (the auth rules are only audited, still failing).
@@ -1114,18 +1168,25 @@ async fn enforce_blocks_violating_servers_and_audit_rolls_them_out() {
         let counted = wait_for(&policies, "digests", "the policy status", move |p| {
             p.and_then(|p| p.status.as_ref()).is_some_and(|s| {
                 s.observed_generation == generation
-                    && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-                    && s.violations.iter().any(|v| v.rule == "MCP-SUPPLY-001" && v.servers == 2)
+                    && s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+                    && s.violations
+                        .iter()
+                        .any(|v| v.rule == "MCP-SUPPLY-001" && v.servers == 2)
             })
         })
         .await
         .unwrap();
         let status = counted.status.unwrap();
         assert_eq!((status.matched_servers, status.compliant_servers), (2, 0));
-        let digests = status.violations.iter().find(|v| v.rule == "MCP-SUPPLY-001").unwrap();
+        let digests = status
+            .violations
+            .iter()
+            .find(|v| v.rule == "MCP-SUPPLY-001")
+            .unwrap();
         assert_eq!(digests.examples, ["governed/compliant", "governed/tagged"]);
-    })
-    .await;
+    }
 }
 
 /// A repeated Event (same reason and note) counts into the first one's series; the same reason
@@ -1225,12 +1286,19 @@ async fn wait_server_event(client: &Client, ns: &str, server: &str, reason: &str
 /// published spec that cannot be edited; the prompt versions' status lists who serves them.
 #[tokio::test]
 async fn prompt_versions_roll_forward_back_and_report_who_serves_them() {
-    on_double(|client| async move {
+    on_double(scenario_prompt_versions).await;
+}
+
+async fn scenario_prompt_versions(client: Client) {
+    {
         let ns = "prompts";
         let servers: Api<MCPServer> = Api::namespaced(client.clone(), ns);
         let versions: Api<MCPPromptVersion> = Api::namespaced(client.clone(), ns);
         versions
-            .create(&PostParams::default(), &prompt_version("triage-1-2-0", "1.2.0", "v1.2"))
+            .create(
+                &PostParams::default(),
+                &prompt_version("triage-1-2-0", "1.2.0", "v1.2"),
+            )
             .await
             .unwrap();
         servers
@@ -1240,9 +1308,13 @@ async fn prompt_versions_roll_forward_back_and_report_who_serves_them() {
             )
             .await
             .unwrap();
-        wait_for(&servers, "ops", "1.2.0 served", |s| resolved(s).as_deref() == Some("1.2.0")).await;
+        wait_for(&servers, "ops", "1.2.0 served", |s| {
+            resolved(s).as_deref() == Some("1.2.0")
+        })
+        .await;
         let published = wait_for(&versions, "triage-1-2-0", "its status", |v| {
-            v.and_then(|v| v.status.as_ref()).is_some_and(|s| s.servers == ["prompts/ops"])
+            v.and_then(|v| v.status.as_ref())
+                .is_some_and(|s| s.servers == ["prompts/ops"])
         })
         .await
         .unwrap();
@@ -1251,36 +1323,61 @@ async fn prompt_versions_roll_forward_back_and_report_who_serves_them() {
 
         // Roll forward.
         versions
-            .create(&PostParams::default(), &prompt_version("triage-1-3-0", "1.3.0", "v1.3"))
+            .create(
+                &PostParams::default(),
+                &prompt_version("triage-1-3-0", "1.3.0", "v1.3"),
+            )
             .await
             .unwrap();
-        wait_for(&servers, "ops", "1.3.0 served", |s| resolved(s).as_deref() == Some("1.3.0")).await;
+        wait_for(&servers, "ops", "1.3.0 served", |s| {
+            resolved(s).as_deref() == Some("1.3.0")
+        })
+        .await;
         wait_for(&versions, "triage-1-2-0", "1.2.0 no longer served", |v| {
-            v.and_then(|v| v.status.as_ref()).is_some_and(|s| s.servers.is_empty())
+            v.and_then(|v| v.status.as_ref())
+                .is_some_and(|s| s.servers.is_empty())
         })
         .await;
 
         // Retire 1.3.0: back to 1.2.0.
         let lifecycle = |value: &str| Patch::Merge(json!({"spec": {"lifecycle": value}}));
         versions
-            .patch("triage-1-3-0", &PatchParams::default(), &lifecycle("Retired"))
+            .patch(
+                "triage-1-3-0",
+                &PatchParams::default(),
+                &lifecycle("Retired"),
+            )
             .await
             .unwrap();
-        wait_for(&servers, "ops", "rolled back to 1.2.0", |s| resolved(s).as_deref() == Some("1.2.0")).await;
+        wait_for(&servers, "ops", "rolled back to 1.2.0", |s| {
+            resolved(s).as_deref() == Some("1.2.0")
+        })
+        .await;
 
         // Only a Deprecated version matches: still served, with a Warning Event.
         versions
-            .patch("triage-1-2-0", &PatchParams::default(), &lifecycle("Deprecated"))
+            .patch(
+                "triage-1-2-0",
+                &PatchParams::default(),
+                &lifecycle("Deprecated"),
+            )
             .await
             .unwrap();
         let note = wait_server_event(&client, ns, "ops", "PromptDeprecated").await;
-        assert!(note.contains("1.2.0") && note.contains("triage-1-2-0"), "{note}");
+        assert!(
+            note.contains("1.2.0") && note.contains("triage-1-2-0"),
+            "{note}"
+        );
         let still = servers.get("ops").await.unwrap();
         assert_eq!(resolved(Some(&still)).as_deref(), Some("1.2.0"));
 
         // Nothing matches: the condition names the reference, the server still reconciles.
         versions
-            .patch("triage-1-2-0", &PatchParams::default(), &lifecycle("Retired"))
+            .patch(
+                "triage-1-2-0",
+                &PatchParams::default(),
+                &lifecycle("Retired"),
+            )
             .await
             .unwrap();
         let unresolved = wait_for(&servers, "ops", "PromptsResolved False", |s| {
@@ -1298,11 +1395,19 @@ async fn prompt_versions_roll_forward_back_and_report_who_serves_them() {
             .unwrap()
             .message;
         assert!(message.contains("triage ^1.2"), "{message}");
-        assert_eq!(phase(Some(&unresolved)), Some("Ready"), "the rest of the server is served");
+        assert_eq!(
+            phase(Some(&unresolved)),
+            Some("Ready"),
+            "the rest of the server is served"
+        );
 
         // A lifecycle never moves back, and a published spec cannot be edited.
         let back = versions
-            .patch("triage-1-2-0", &PatchParams::default(), &lifecycle("Active"))
+            .patch(
+                "triage-1-2-0",
+                &PatchParams::default(),
+                &lifecycle("Active"),
+            )
             .await
             .unwrap_err();
         assert!(back.to_string().contains("lifecycle"), "{back}");
@@ -1314,24 +1419,45 @@ async fn prompt_versions_roll_forward_back_and_report_who_serves_them() {
             )
             .await
             .unwrap_err();
-        assert!(edit.to_string().contains("spec.messages is immutable"), "{edit}");
+        assert!(
+            edit.to_string().contains("spec.messages is immutable"),
+            "{edit}"
+        );
 
         // Two objects claim 1.4.0: the older one is served, the newer says so.
         versions
-            .create(&PostParams::default(), &prompt_version("triage-1-4-0", "1.4.0", "v1.4"))
+            .create(
+                &PostParams::default(),
+                &prompt_version("triage-1-4-0", "1.4.0", "v1.4"),
+            )
             .await
             .unwrap();
         versions
-            .create(&PostParams::default(), &prompt_version("triage-1-4-0-copy", "1.4.0", "copy"))
+            .create(
+                &PostParams::default(),
+                &prompt_version("triage-1-4-0-copy", "1.4.0", "copy"),
+            )
             .await
             .unwrap();
-        wait_for(&servers, "ops", "1.4.0 served", |s| resolved(s).as_deref() == Some("1.4.0")).await;
-        let shadowed = wait_for(&versions, "triage-1-4-0-copy", "the duplicate reported", |v| {
-            v.and_then(|v| v.status.as_ref()).is_some_and(|s| {
-                s.conditions.iter().any(|c| c.type_ == "Conflict" && c.status == "True")
-                    && s.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == "Shadowed")
-            })
+        wait_for(&servers, "ops", "1.4.0 served", |s| {
+            resolved(s).as_deref() == Some("1.4.0")
         })
+        .await;
+        let shadowed = wait_for(
+            &versions,
+            "triage-1-4-0-copy",
+            "the duplicate reported",
+            |v| {
+                v.and_then(|v| v.status.as_ref()).is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Conflict" && c.status == "True")
+                        && s.conditions
+                            .iter()
+                            .any(|c| c.type_ == "Ready" && c.reason == "Shadowed")
+                })
+            },
+        )
         .await
         .unwrap();
         let conflict = shadowed
@@ -1341,7 +1467,234 @@ async fn prompt_versions_roll_forward_back_and_report_who_serves_them() {
             .into_iter()
             .find(|c| c.type_ == "Conflict")
             .unwrap();
-        assert!(conflict.message.contains("triage-1-4-0 is served"), "{}", conflict.message);
-    })
-    .await;
+        assert!(
+            conflict.message.contains("triage-1-4-0 is served"),
+            "{}",
+            conflict.message
+        );
+    }
+}
+
+// ---- RBAC from evidence. ----
+
+/// What the controller asked the API server for: (verb, group, resource, namespace, name).
+type Used = (&'static str, String, String, Option<String>, Option<String>);
+
+/// Every permission the controller needed while `scenario` ran, with leader election on and
+/// managing `namespaces` (all when empty), against a fresh API server.
+async fn permissions_used_by<F, Fut>(namespaces: &[&str], scenario: F) -> BTreeSet<Used>
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let api = double().await;
+    let controller = start_with(
+        api.client("controller").unwrap(),
+        "controller",
+        Some(lease("controller")),
+        namespaces.iter().map(|n| n.to_string()).collect(),
+        None,
+    );
+    wait_for_lease_holder(&api, "controller").await;
+    scenario(api.client("user").unwrap()).await;
+    controller.stop().await.unwrap();
+    // A repeated Event patches the first one's series: the same publisher, as the controller.
+    let publisher = controller::events::EventPublisher::new(
+        api.client("controller").unwrap(),
+        "mcp-operator",
+        "controller",
+    );
+    let regarding = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some(API_VERSION.into()),
+        kind: Some("MCPServer".into()),
+        namespace: Some(namespaces.first().unwrap_or(&"tools").to_string()),
+        name: Some("repeated".into()),
+        uid: Some("1".into()),
+        ..Default::default()
+    };
+    for _ in 0..2 {
+        publisher
+            .publish(
+                &regarding,
+                kube::runtime::events::EventType::Warning,
+                "ToolQuarantined",
+                "echo changed",
+            )
+            .await
+            .unwrap();
+    }
+    api.permissions_checked()
+        .into_iter()
+        .filter(|p| p.client == "controller")
+        .map(|p| (p.verb, p.group, p.resource, p.namespace, p.name))
+        .collect()
+}
+
+/// One (verb, group, resource) a chart rule grants: cluster-wide (`None`) or in one namespace,
+/// on any object or only the named ones.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Grant {
+    verb: String,
+    group: String,
+    resource: String,
+    namespace: Option<String>,
+    names: Vec<String>,
+}
+
+/// What the chart's ClusterRoles and Roles grant the operator's ServiceAccount.
+fn grants_of(chart: &common::RenderedChart) -> Vec<Grant> {
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| a.iter().map(|s| s.as_str().unwrap().to_string()).collect())
+            .unwrap_or_default()
+    };
+    let mut grants = Vec::new();
+    for binding in chart
+        .of_kind("ClusterRoleBinding")
+        .into_iter()
+        .chain(chart.of_kind("RoleBinding"))
+    {
+        assert_eq!(
+            binding["subjects"][0]["name"], "mcp-operator",
+            "bound to the operator's ServiceAccount"
+        );
+        let role_kind = binding["roleRef"]["kind"].as_str().unwrap();
+        let namespace = binding["metadata"]["namespace"]
+            .as_str()
+            .map(str::to_string);
+        let role = chart
+            .of_kind(role_kind)
+            .into_iter()
+            .find(|r| {
+                r["metadata"]["name"] == binding["roleRef"]["name"]
+                    && r["metadata"]["namespace"].as_str() == namespace.as_deref()
+            })
+            .unwrap_or_else(|| panic!("{binding} binds a role the chart does not render"));
+        for rule in role["rules"].as_array().unwrap() {
+            for verb in strings(&rule["verbs"]) {
+                for group in strings(&rule["apiGroups"]) {
+                    for resource in strings(&rule["resources"]) {
+                        assert!(
+                            verb != "*" && group != "*" && resource != "*",
+                            "no wildcards: {rule}"
+                        );
+                        grants.push(Grant {
+                            verb: verb.clone(),
+                            group: group.clone(),
+                            resource,
+                            namespace: namespace.clone(),
+                            names: strings(&rule["resourceNames"]),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    grants
+}
+
+fn covers(grant: &Grant, used: &Used) -> bool {
+    let (verb, group, resource, namespace, name) = used;
+    grant.verb == *verb
+        && grant.group == *group
+        && grant.resource == *resource
+        && (grant.namespace.is_none() || grant.namespace == *namespace)
+        && (grant.names.is_empty() || name.as_ref().is_some_and(|n| grant.names.contains(n)))
+}
+
+/// Granted although no scenario uses it, and why.
+const GRANTED_BEYOND_USE: [(&str, &str, &str, &str); 1] = [(
+    "update",
+    "mcp-operator.dev",
+    "mcpservers/finalizers",
+    "children carry ownerReferences with blockOwnerDeletion, which a real API server allows only \
+     to a client that may update the owner's finalizers (OwnerReferencesPermissionEnforcement); \
+     the double does not enforce it",
+)];
+
+/// Fails when the chart grants less than the controller used, or anything it did not use
+/// (beyond GRANTED_BEYOND_USE).
+fn assert_rbac_matches(chart: &common::RenderedChart, used: &BTreeSet<Used>) {
+    let grants = grants_of(chart);
+    let missing: Vec<&Used> = used
+        .iter()
+        .filter(|u| !grants.iter().any(|g| covers(g, u)))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the chart does not grant what the controller used: {missing:#?}"
+    );
+    let unused: Vec<&Grant> = grants
+        .iter()
+        // The same rules go into every managed namespace's Role: a rule is used when it was
+        // used in any namespace.
+        .filter(|g| {
+            !used
+                .iter()
+                .any(|u| g.verb == u.0 && g.group == u.1 && g.resource == u.2)
+        })
+        .filter(|g| {
+            !GRANTED_BEYOND_USE.iter().any(|(verb, group, resource, _)| {
+                g.verb == *verb && g.group == *group && g.resource == *resource
+            })
+        })
+        .collect();
+    assert!(
+        unused.is_empty(),
+        "the chart grants what the controller never used: {unused:#?}"
+    );
+}
+
+/// The controller scenarios (every kind, every child, status, Events, the Lease), one API
+/// server each, as the cluster-wide default install runs them.
+#[tokio::test]
+async fn the_charts_rbac_grants_exactly_what_the_controller_uses() {
+    let mut used = BTreeSet::new();
+    used.extend(
+        permissions_used_by(&[], |c| scenario_create_update_delete(c, "tools", true)).await,
+    );
+    used.extend(permissions_used_by(&[], |c| scenario_drift_is_repaired(c, "tools")).await);
+    used.extend(permissions_used_by(&[], |c| scenario_autoscaling_removed(c, "tools")).await);
+    used.extend(
+        permissions_used_by(&[], |c| {
+            scenario_policy_and_prompt_changes(c, "prod-a", "dev-b")
+        })
+        .await,
+    );
+    used.extend(permissions_used_by(&[], |c| scenario_invalid_spec(c, "tools")).await);
+    used.extend(permissions_used_by(&[], scenario_enforce_and_audit).await);
+    used.extend(permissions_used_by(&[], scenario_prompt_versions).await);
+    // The Lease namespace of the tests is the release namespace.
+    let chart = common::render_chart(&json!({}), "mcp-operator", "mcp-operator").unwrap();
+    assert_rbac_matches(&chart, &used);
+    // The Lease is the only thing the controller touches in its own namespace.
+    let in_own: Vec<&Used> = used
+        .iter()
+        .filter(|u| u.3.as_deref() == Some("mcp-operator"))
+        .collect();
+    assert!(in_own.iter().all(|u| u.2 == "leases"), "{in_own:?}");
+}
+
+/// A namespace-scoped install: Roles in the managed namespaces suffice.
+#[tokio::test]
+async fn a_namespace_scoped_installs_rbac_grants_exactly_what_the_controller_uses() {
+    let mut used = BTreeSet::new();
+    used.extend(
+        permissions_used_by(&["tools"], |c| {
+            scenario_create_update_delete(c, "tools", true)
+        })
+        .await,
+    );
+    used.extend(
+        permissions_used_by(&["tools"], |c| scenario_autoscaling_removed(c, "tools")).await,
+    );
+    used.extend(permissions_used_by(&["prompts"], scenario_prompt_versions).await);
+    used.extend(permissions_used_by(&["governed"], scenario_enforce_and_audit).await);
+    let chart = common::render_chart(
+        &json!({"scope": {"namespaces": ["tools", "prompts", "governed"]}}),
+        "mcp-operator",
+        "mcp-operator",
+    )
+    .unwrap();
+    assert_rbac_matches(&chart, &used);
 }

@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use serde_json::Value;
+
 /// The repository root.
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -91,4 +93,99 @@ pub fn run_program_with_stdin(program: &Path, args: &[&str], input: &[u8]) -> Ou
         .unwrap();
     child.stdin.take().unwrap().write_all(input).unwrap();
     child.wait_with_output().unwrap()
+}
+
+// ---- The Helm chart, through tests/peers/chart.py (Helm v4 SDK). ----
+
+pub fn chart_dir() -> PathBuf {
+    repo().join("charts").join("mcp-operator")
+}
+
+pub fn chart_script(args: &[&str]) -> std::process::Output {
+    Command::new(venv_tool("python"))
+        .arg(repo().join("tests/peers/chart.py"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A rendered release: its manifest files, objects and NOTES.txt.
+pub struct RenderedChart {
+    _dir: tempfile::TempDir,
+    pub files: Vec<PathBuf>,
+    pub objects: Vec<Value>,
+    pub notes: String,
+}
+
+impl RenderedChart {
+    pub fn of_kind(&self, kind: &str) -> Vec<&Value> {
+        self.objects.iter().filter(|o| o["kind"] == kind).collect()
+    }
+
+    pub fn one(&self, kind: &str, name: &str) -> &Value {
+        self.objects
+            .iter()
+            .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} {name} among {:?}", self.names()))
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.objects
+            .iter()
+            .map(|o| format!("{}/{}", o["kind"], o["metadata"]["name"]))
+            .collect()
+    }
+
+    pub fn controller_container(&self) -> &Value {
+        &self.of_kind("Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+    }
+
+    pub fn args(&self) -> Vec<&str> {
+        self.controller_container()["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect()
+    }
+}
+
+/// Render the chart as release `release` in `namespace` with `values`; the Helm error message
+/// when it refuses them.
+pub fn render_chart(
+    values: &Value,
+    release: &str,
+    namespace: &str,
+) -> Result<RenderedChart, String> {
+    // Not a hidden directory (tempfile's default `.tmp` prefix): checkov skips those.
+    let dir = tempfile::Builder::new()
+        .prefix("rendered-chart-")
+        .tempdir()
+        .unwrap();
+    let output = chart_script(&[
+        "render",
+        chart_dir().to_str().unwrap(),
+        &values.to_string(),
+        release,
+        namespace,
+        dir.path().to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    match output.status.code() {
+        Some(0) => {}
+        Some(3) => return Err(stderr),
+        code => panic!("tests/peers/chart.py failed ({code:?}):\n{stderr}"),
+    }
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    Ok(RenderedChart {
+        _dir: dir,
+        files: report["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| PathBuf::from(f.as_str().unwrap()))
+            .collect(),
+        objects: report["objects"].as_array().unwrap().clone(),
+        notes: report["notes"].as_str().unwrap().to_string(),
+    })
 }

@@ -1,7 +1,7 @@
 //! The Kubernetes REST API over HTTP: paths, verbs, lists, watches, subresources, faults and
 //! request counting.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -19,18 +19,38 @@ use super::registry::ResourceType;
 use super::selector::{FieldFilter, LabelFilter};
 use super::store::{ApiError, EventKind, Part, PatchKind, Store};
 
-/// A request counter key: who, which verb, which resource (with `/subresource`).
+/// A request counter key: who, which verb, which resource (with `/subresource`), in which API
+/// group and namespace (`None`: across namespaces, or a cluster-scoped resource), which is what
+/// an RBAC rule needs to grant it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RequestKey {
     pub client: String,
     pub verb: &'static str,
     pub resource: String,
+    pub group: String,
+    pub namespace: Option<String>,
+}
+
+/// One permission an RBAC authorizer checks: who, which verb, which resource (with
+/// `/subresource`) in which API group, in which namespace (`None`: across namespaces or
+/// cluster-scoped), on which object (`None`: a collection).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Permission {
+    pub client: String,
+    pub verb: &'static str,
+    pub group: String,
+    pub resource: String,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
 }
 
 /// State shared by every request.
 pub struct Shared {
     pub store: Mutex<Store>,
     pub counts: Mutex<BTreeMap<RequestKey, u64>>,
+    /// Every (client, verb, resource) an RBAC authorizer would have checked: each request's own,
+    /// plus `create` for a patch that created its object.
+    pub authorized: Mutex<BTreeSet<Permission>>,
     pub faults: Mutex<Faults>,
     pub bookmark_interval: Duration,
 }
@@ -46,6 +66,13 @@ impl Shared {
         self.faults
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn authorize(&self, key: Permission) {
+        self.authorized
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key);
     }
 
     fn count(&self, key: RequestKey) {
@@ -101,11 +128,23 @@ pub async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Resp
         Some(sub) => format!("{}/{sub}", target.rt.plural),
         None => target.rt.plural.clone(),
     };
-    shared.count(RequestKey {
+    let key = RequestKey {
         client: client_identity(&parts.headers),
         verb,
         resource,
-    });
+        group: target.rt.group.clone(),
+        namespace: target.namespace.clone(),
+    };
+    shared.count(key.clone());
+    let permission = Permission {
+        client: key.client.clone(),
+        verb,
+        group: key.group.clone(),
+        resource: key.resource.clone(),
+        namespace: key.namespace.clone(),
+        name: target.name.clone(),
+    };
+    shared.authorize(permission.clone());
 
     let (latency, injected) = {
         let mut faults = shared.faults();
@@ -143,6 +182,20 @@ pub async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Resp
         }
         "patch" => patch_kind(&content_type, &query).and_then(|kind| {
             let patch = parse_body(&body)?;
+            // A patch that creates its object needs the `create` verb as well (the API server
+            // authorizes it as a create), so RBAC evidence counts one.
+            let namespace = target.namespace.as_deref().unwrap_or_default();
+            let name = target.name.as_deref().unwrap_or_default();
+            if target.subresource.is_none()
+                && shared.store().get(&target.rt, namespace, name).is_err()
+            {
+                // Authorized on the collection: the name is not known to RBAC at create.
+                shared.authorize(Permission {
+                    verb: "create",
+                    name: None,
+                    ..permission.clone()
+                });
+            }
             write(
                 &shared,
                 &target,

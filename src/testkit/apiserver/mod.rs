@@ -37,7 +37,7 @@ mod registry;
 mod selector;
 mod store;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -48,7 +48,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 
 pub use self::faults::Faults;
-pub use self::http::RequestKey;
+pub use self::http::{Permission, RequestKey};
 pub use self::store::{ApiError, Event, EventKind};
 
 use self::http::Shared;
@@ -157,6 +157,7 @@ impl ApiServer {
         let shared = Arc::new(Shared {
             store: Mutex::new(Store::new(options.history_limit)),
             counts: Mutex::new(BTreeMap::new()),
+            authorized: Mutex::new(BTreeSet::new()),
             faults: Mutex::new(Faults::default()),
             bookmark_interval: options.bookmark_interval,
         });
@@ -175,6 +176,16 @@ impl ApiServer {
             server,
             helpers: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Every permission an RBAC authorizer would have checked so far (see the module's notes:
+    /// the double itself authorizes nothing).
+    pub fn permissions_checked(&self) -> BTreeSet<Permission> {
+        self.shared
+            .authorized
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Base URL, `http://127.0.0.1:PORT`.
