@@ -11,6 +11,14 @@ fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/requirements.txt
 export MCP_TEST_VENV="$venv"
 
+# Lua 5.1 from Debian: Argo CD's health-check dialect (tests run charts/mcp-operator/files/argocd).
+if ! command -v lua5.1 >/dev/null 2>&1; then
+  sudo_if_needed=""
+  if [ "$(id -u)" != 0 ]; then sudo_if_needed="sudo"; fi
+  $sudo_if_needed apt-get install -y -qq lua5.1 >/dev/null \
+    || { $sudo_if_needed apt-get update -qq && $sudo_if_needed apt-get install -y -qq lua5.1 >/dev/null; }
+fi
+
 # The npm MCP peers (reference server), pinned by tests/peers/node/package-lock.json.
 if [ ! -d tests/peers/node/node_modules ] || [ tests/peers/node/package-lock.json -nt tests/peers/node/node_modules ]; then
   (cd tests/peers/node && npm ci --no-audit --no-fund --loglevel=error)

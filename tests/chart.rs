@@ -509,3 +509,78 @@ fn the_operators_objects_pass_checkov() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// docs/argocd.md: how to install the health checks, with the scripts themselves.
+fn argocd_page() -> String {
+    let mut page = String::from(
+        "# Argo CD\n\n\
+         Argo CD syncs MCPServer, MCPPolicy and MCPPromptVersion like any manifest. To show their\n\
+         health (not just \"synced\"), add the Lua health checks the chart ships in\n\
+         `charts/mcp-operator/files/argocd/` to Argo CD's `argocd-cm` ConfigMap. This page is\n\
+         generated from those files (a test keeps it in sync, and runs each script with Lua 5.1,\n\
+         the dialect of Argo CD's interpreter, on statuses the controller wrote in the scenario\n\
+         tests).\n\n\
+         | kind | Healthy | Progressing | Degraded | Suspended |\n\
+         |---|---|---|---|---|\n\
+         | MCPServer | rolled out (`Ready` True) | no status yet, a generation not yet observed, rolling out | `Invalid` (the message says which field), `Blocked` by an enforced MCPPolicy (the rule), `Degraded`, tools quarantined by the gateway, a managed prompt that resolves to no version | `spec.replicas: 0` |\n\
+         | MCPPolicy | applied (`N of M selected servers compliant`) | not yet applied | | |\n\
+         | MCPPromptVersion | published (Active or Deprecated) | no status yet | shadowed by a duplicate version, content changed under its version, not servable as written | `Retired` |\n\n\
+         Servers that fail audit-mode rules stay Healthy: their findings are in `status.findings` and\n\
+         `mcp-operator report`.\n\n\
+         ## argocd-cm\n\n\
+         Merge these keys into the `argocd-cm` ConfigMap of Argo CD's namespace (with the\n\
+         argo-cd Helm chart, put them under `configs.cm`):\n\n```yaml\n",
+    );
+    page.push_str("data:\n");
+    for (kind, script) in [
+        ("MCPServer", "mcpserver.lua"),
+        ("MCPPolicy", "mcppolicy.lua"),
+        ("MCPPromptVersion", "mcppromptversion.lua"),
+    ] {
+        let source =
+            std::fs::read_to_string(chart_dir().join("files/argocd").join(script)).unwrap();
+        page.push_str(&format!(
+            "  resource.customizations.health.mcp-operator.dev_{kind}: |\n"
+        ));
+        for line in source.lines() {
+            if line.is_empty() {
+                page.push('\n');
+            } else {
+                page.push_str(&format!("    {line}\n"));
+            }
+        }
+    }
+    page.push_str(
+        "```\n\n\
+         Argo CD reads `argocd-cm` again on its own; `kubectl -n argocd rollout restart\n\
+         deployment argocd-application-controller` applies it at once.\n\n\
+         ## Server-side apply\n\n\
+         Sync with `ServerSideApply=true` if you like: the CRDs default nothing a manifest does not\n\
+         say back, so Argo CD shows no perpetual diff on our kinds (a test applies every example\n\
+         twice to the in-process API server and finds what it sent unchanged).\n",
+    );
+    page
+}
+
+#[test]
+fn the_argocd_page_is_in_sync_with_the_health_scripts() {
+    let path = common::repo().join("docs/argocd.md");
+    let expected = argocd_page();
+    if std::env::var_os("UPDATE_DOCS").is_some() {
+        std::fs::write(&path, &expected).unwrap();
+    }
+    let actual = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        actual == expected,
+        "docs/argocd.md is out of date: run `UPDATE_DOCS=1 cargo test --test chart the_argocd_page_is_in_sync_with_the_health_scripts`"
+    );
+    // The snippet is valid YAML whose keys Argo CD knows, and each script is there whole.
+    let snippet = &expected[expected.find("```yaml\n").unwrap() + 8..];
+    let snippet = &snippet[..snippet.find("```").unwrap()];
+    let parsed: Value = serde_saphyr::from_str(snippet).unwrap();
+    let data = parsed["data"].as_object().unwrap();
+    assert_eq!(data.len(), 3);
+    let server = &data["resource.customizations.health.mcp-operator.dev_MCPServer"];
+    let source = std::fs::read_to_string(chart_dir().join("files/argocd/mcpserver.lua")).unwrap();
+    assert_eq!(server.as_str().unwrap().trim_end(), source.trim_end());
+}

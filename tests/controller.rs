@@ -1698,3 +1698,256 @@ async fn a_namespace_scoped_installs_rbac_grants_exactly_what_the_controller_use
     .unwrap();
     assert_rbac_matches(&chart, &used);
 }
+
+// ---- Argo CD health of the statuses the controller writes. ----
+
+/// The object as Argo CD would read it, once `ready` holds for it.
+async fn settled_object(
+    api: &ApiServer,
+    kind: &str,
+    ns: &str,
+    name: &str,
+    what: &str,
+    ready: impl Fn(&Value) -> bool,
+) -> Value {
+    api.wait_until(what, WAIT, |s| {
+        s.get(API_VERSION, kind, ns, name)
+            .is_some_and(|o| ready(&o))
+    })
+    .await
+    .unwrap();
+    api.get(API_VERSION, kind, ns, name).unwrap()
+}
+
+fn phase_is(object: &Value, phase: &str) -> bool {
+    object.pointer("/status/phase") == Some(&json!(phase))
+        && object.pointer("/status/observedGeneration") == object.pointer("/metadata/generation")
+}
+
+fn ready_reason_is(object: &Value, reason: &str) -> bool {
+    object
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["reason"] == reason)
+        })
+}
+
+#[tokio::test]
+async fn argocd_health_checks_read_the_statuses_the_controller_writes() {
+    let api = double().await;
+    let controller = start(api.client("controller").unwrap(), "c", None);
+    let client = api.client("user").unwrap();
+    let ns = "argocd";
+    let servers: Api<MCPServer> = Api::namespaced(client.clone(), ns);
+    let health = |script: &str, object: &Value| common::argocd_health(script, object);
+
+    // Not yet seen by the controller: Progressing.
+    let created = servers
+        .create(
+            &PostParams::default(),
+            &mcp_server("fresh", json!({"image": "example/s:1"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        health("mcpserver.lua", &serde_json::to_value(&created).unwrap()).0,
+        "Progressing"
+    );
+
+    // Rolled out: Healthy.
+    let ready = settled_object(&api, "MCPServer", ns, "fresh", "fresh is Ready", |o| {
+        phase_is(o, "Ready")
+    })
+    .await;
+    let (status, message) = health("mcpserver.lua", &ready);
+    assert_eq!(status, "Healthy", "{message}");
+    assert!(message.starts_with("RolledOut"), "{message}");
+
+    // A spec change the controller has not observed yet: Progressing again.
+    let mut edited = ready.clone();
+    edited["metadata"]["generation"] = json!(ready["metadata"]["generation"].as_i64().unwrap() + 1);
+    let (status, message) = health("mcpserver.lua", &edited);
+    assert_eq!(status, "Progressing");
+    assert!(message.contains("generation"), "{message}");
+
+    // Invalid for the controller (the server port is the gateway's): Degraded, saying why.
+    servers
+        .create(
+            &PostParams::default(),
+            &mcp_server("clash", json!({"image": "example/c:1", "port": 8443})),
+        )
+        .await
+        .unwrap();
+    let invalid = settled_object(&api, "MCPServer", ns, "clash", "clash is Invalid", |o| {
+        phase_is(o, "Invalid")
+    })
+    .await;
+    let (status, message) = health("mcpserver.lua", &invalid);
+    assert_eq!(status, "Degraded");
+    assert!(message.contains("8443"), "{message}");
+
+    // Scaled to zero on purpose: Suspended.
+    servers
+        .create(
+            &PostParams::default(),
+            &mcp_server("idle", json!({"image": "example/s:1", "replicas": 0})),
+        )
+        .await
+        .unwrap();
+    let idle = settled_object(&api, "MCPServer", ns, "idle", "idle is observed", |o| {
+        o.pointer("/status/observedGeneration") == o.pointer("/metadata/generation")
+            && o.pointer("/status/phase").is_some()
+    })
+    .await;
+    assert_eq!(health("mcpserver.lua", &idle).0, "Suspended");
+
+    // A managed prompt that resolves to nothing: the server runs, but Degraded says what is missing.
+    servers
+        .create(
+            &PostParams::default(),
+            &mcp_server(
+                "unprompted",
+                json!({"image": "example/s:1", "prompts": [{"name": "missing", "version": "^1"}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    let unresolved = settled_object(
+        &api,
+        "MCPServer",
+        ns,
+        "unprompted",
+        "unprompted is Ready",
+        |o| phase_is(o, "Ready"),
+    )
+    .await;
+    let (status, message) = health("mcpserver.lua", &unresolved);
+    assert_eq!(status, "Degraded");
+    assert!(message.contains("missing"), "{message}");
+
+    // Blocked by an enforced policy: Degraded; the policy itself is Healthy once applied.
+    let policies: Api<MCPPolicy> = Api::all(client.clone());
+    let policy: MCPPolicy = serde_json::from_value(json!({"apiVersion": API_VERSION, "kind": "MCPPolicy",
+        "metadata": {"name": "digests"},
+        "spec": {"enforcement": "Enforce", "workload": {"requireDigest": true},
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "argocd-enforced"}}}}))
+    .unwrap();
+    let created_policy = policies
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
+    assert_eq!(
+        health(
+            "mcppolicy.lua",
+            &serde_json::to_value(&created_policy).unwrap()
+        )
+        .0,
+        "Progressing"
+    );
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let enforced = "argocd-enforced";
+    namespaces
+        .patch(
+            enforced,
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": enforced, "labels": {"kubernetes.io/metadata.name": enforced}}})),
+        )
+        .await
+        .unwrap();
+    Api::<MCPServer>::namespaced(client.clone(), enforced)
+        .create(
+            &PostParams::default(),
+            &mcp_server("tagged", json!({"image": "example/b:1"})),
+        )
+        .await
+        .unwrap();
+    let blocked = settled_object(
+        &api,
+        "MCPServer",
+        enforced,
+        "tagged",
+        "tagged is Blocked",
+        |o| phase_is(o, "Blocked"),
+    )
+    .await;
+    let (status, message) = health("mcpserver.lua", &blocked);
+    assert_eq!(status, "Degraded");
+    assert!(message.contains("MCP-SUPPLY-001"), "{message}");
+    let applied = api
+        .wait_until("the policy is applied", WAIT, |s| {
+            s.get(API_VERSION, "MCPPolicy", "", "digests")
+                .is_some_and(|p| {
+                    ready_reason_is(&p, "Applied")
+                        && p.pointer("/status/matchedServers") == Some(&json!(1))
+                })
+        })
+        .await
+        .map(|()| api.get(API_VERSION, "MCPPolicy", "", "digests").unwrap())
+        .unwrap();
+    let (status, message) = health("mcppolicy.lua", &applied);
+    assert_eq!(
+        (status.as_str(), message.as_str()),
+        ("Healthy", "0 of 1 selected servers compliant")
+    );
+
+    // Prompt versions: published, retired, shadowed by a duplicate.
+    let versions: Api<MCPPromptVersion> = Api::namespaced(client.clone(), ns);
+    versions
+        .create(
+            &PostParams::default(),
+            &prompt_version("triage-1-0-0", "1.0.0", "v1"),
+        )
+        .await
+        .unwrap();
+    let published = settled_object(
+        &api,
+        "MCPPromptVersion",
+        ns,
+        "triage-1-0-0",
+        "1.0.0 is published",
+        |o| ready_reason_is(o, "Published"),
+    )
+    .await;
+    assert_eq!(health("mcppromptversion.lua", &published).0, "Healthy");
+    versions
+        .create(
+            &PostParams::default(),
+            &prompt_version("triage-1-0-0-copy", "1.0.0", "v1 again"),
+        )
+        .await
+        .unwrap();
+    let shadowed = settled_object(
+        &api,
+        "MCPPromptVersion",
+        ns,
+        "triage-1-0-0-copy",
+        "the copy is shadowed",
+        |o| ready_reason_is(o, "Shadowed"),
+    )
+    .await;
+    let (status, message) = health("mcppromptversion.lua", &shadowed);
+    assert_eq!(status, "Degraded");
+    assert!(message.starts_with("Shadowed"), "{message}");
+    versions
+        .patch(
+            "triage-1-0-0",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"lifecycle": "Retired"}})),
+        )
+        .await
+        .unwrap();
+    let retired = settled_object(
+        &api,
+        "MCPPromptVersion",
+        ns,
+        "triage-1-0-0",
+        "1.0.0 is retired",
+        |o| ready_reason_is(o, "Retired"),
+    )
+    .await;
+    assert_eq!(health("mcppromptversion.lua", &retired).0, "Suspended");
+    controller.stop().await.unwrap();
+}

@@ -228,6 +228,14 @@ async fn a_tool_changing_behind_a_running_gateway_is_quarantined_and_shows_in_st
         ("False", "ToolsQuarantined")
     );
     assert!(message.contains("5 of 5 tools hidden"), "{message}");
+    // Argo CD shows the server Degraded, with the same message.
+    let (health, health_message) =
+        common::argocd_health("mcpserver.lua", &serde_json::to_value(&unapproved).unwrap());
+    assert_eq!(health, "Degraded");
+    assert!(
+        health_message.contains("5 of 5 tools hidden"),
+        "{health_message}"
+    );
     let status_of = unapproved.status.as_ref().unwrap();
     assert_eq!(
         status_of.phase.as_deref(),

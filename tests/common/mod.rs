@@ -189,3 +189,67 @@ pub fn render_chart(
         notes: report["notes"].as_str().unwrap().to_string(),
     })
 }
+
+// ---- Argo CD health checks (charts/mcp-operator/files/argocd), run by Debian's Lua 5.1. ----
+
+/// `value` as a Lua table constructor (what Argo CD hands its health scripts as `obj`).
+pub fn lua_literal(value: &Value) -> String {
+    match value {
+        Value::Null => "nil".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => lua_string(s),
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(lua_literal).collect();
+            format!("{{{}}}", items.join(", "))
+        }
+        Value::Object(fields) => {
+            let fields: Vec<String> = fields
+                .iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| format!("[{}] = {}", lua_string(k), lua_literal(v)))
+                .collect();
+            format!("{{{}}}", fields.join(", "))
+        }
+    }
+}
+
+fn lua_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\{}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Argo CD's verdict on `object` by the chart's health script `script` (e.g. `mcpserver.lua`):
+/// (status, message), computed by `lua5.1` as Argo CD's gopher-lua (Lua 5.1) would.
+pub fn argocd_health(script: &str, object: &Value) -> (String, String) {
+    let source = std::fs::read_to_string(chart_dir().join("files/argocd").join(script)).unwrap();
+    let program = format!(
+        "obj = {}\nlocal hs = (function()\n{source}\nend)()\nio.write(hs.status, \"\\n\", hs.message or \"\")\n",
+        lua_literal(object)
+    );
+    let lua = Path::new("/usr/bin/lua5.1");
+    assert!(
+        lua.exists(),
+        "lua5.1 is missing: run `scripts/test.sh` (it installs Debian's lua5.1)"
+    );
+    let output = run_program_with_stdin(lua, &["-"], program.as_bytes());
+    assert!(
+        output.status.success(),
+        "{script} failed on {object}:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).unwrap();
+    let (status, message) = text.split_once('\n').unwrap_or((&text, ""));
+    (status.to_string(), message.to_string())
+}
