@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::api::gateway_config::GATEWAY_CONFIG_FILE;
-use crate::api::quantity::parse_quantity;
+use crate::api::quantity::{canonical_quantity, parse_quantity};
 use crate::api::server::{
     ComputeResources, DEFAULT_RUN_AS_ID, MCPServerSpec, ResourceSettings, Transport,
 };
@@ -292,6 +292,13 @@ fn http_probe(path: &str, period_seconds: i32) -> Probe {
     }
 }
 
+fn canonical(quantity: Quantity) -> Quantity {
+    match canonical_quantity(&quantity.0) {
+        Some(canonical) => Quantity(canonical),
+        None => quantity,
+    }
+}
+
 fn empty_dir(name: &str, size_limit: &str) -> Volume {
     Volume {
         name: name.into(),
@@ -377,8 +384,9 @@ fn resources(
                 Quantity(default_limits[i].into()),
             ),
         };
-        requests.insert(name.to_string(), request);
-        limits.insert(name.to_string(), limit);
+        // In the API server's canonical form, so what is applied is what is read back.
+        requests.insert(name.to_string(), canonical(request));
+        limits.insert(name.to_string(), canonical(limit));
     }
     ResourceRequirements {
         requests: Some(requests),

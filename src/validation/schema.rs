@@ -62,6 +62,13 @@ impl CrdSchema {
         })
     }
 
+    /// Fill in what the API server fills in before it validates and stores a custom resource:
+    /// `null` where the schema is not `nullable` is dropped, then every absent property with a
+    /// `default` gets it, recursively (properties, list items, map values).
+    pub fn apply_defaults(&self, object: &mut Value) {
+        apply_defaults(&self.openapi, object);
+    }
+
     /// Every problem with `object` (without `status`, which the API server ignores on create).
     /// CEL rules run only once the structure is right, as their inputs are typed.
     pub fn check(&self, object: &Value, old: Option<&Value>) -> Vec<FieldError> {
@@ -88,6 +95,43 @@ impl CrdSchema {
 /// Items of a list declared `x-kubernetes-list-type: map` must differ in their
 /// `x-kubernetes-list-map-keys`, and those of a `set` must differ: the API server refuses a
 /// duplicate with "Duplicate value".
+/// Structural defaulting of `value` by `schema` (apiextensions-apiserver's order: prune
+/// non-nullable nulls, then default absent fields, then descend).
+pub fn apply_defaults(schema: &Value, value: &mut Value) {
+    match value {
+        Value::Object(fields) => {
+            if let Some(Value::Object(properties)) = schema.get("properties") {
+                for (name, property) in properties {
+                    let nullable = property.get("nullable") == Some(&Value::Bool(true));
+                    if fields.get(name) == Some(&Value::Null) && !nullable {
+                        fields.remove(name);
+                    }
+                    if !fields.contains_key(name)
+                        && let Some(default) = property.get("default")
+                    {
+                        fields.insert(name.clone(), default.clone());
+                    }
+                    if let Some(field) = fields.get_mut(name) {
+                        apply_defaults(property, field);
+                    }
+                }
+            } else if let Some(values @ Value::Object(_)) = schema.get("additionalProperties") {
+                for field in fields.values_mut() {
+                    apply_defaults(values, field);
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item_schema) = schema.get("items") {
+                for item in items {
+                    apply_defaults(item_schema, item);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 fn duplicate_list_keys(schema: &Value, value: &Value, path: &str, out: &mut Vec<FieldError>) {
     match value {
         Value::Object(members) => {
@@ -365,6 +409,33 @@ fn short(value: &Value) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn defaults_fill_absent_fields_and_drop_non_nullable_nulls() {
+        let schema = serde_json::json!({"type": "object", "properties": {
+            "spec": {"type": "object", "properties": {
+                "enforcement": {"type": "string", "default": "Audit"},
+                "tools": {"type": "object", "nullable": true, "properties": {
+                    "scan": {"type": "boolean", "default": true}}},
+                "rules": {"type": "array", "items": {"type": "object", "properties": {
+                    "action": {"type": "string", "default": "Allow"}}}},
+                "port": {"type": "integer", "default": 8080}}}}});
+        let mut object = serde_json::json!({"spec": {"tools": {}, "rules": [{}, {"action": "Deny"}],
+            "port": null, "enforcement": "Enforce"}});
+        apply_defaults(&schema, &mut object);
+        assert_eq!(
+            object,
+            serde_json::json!({"spec": {"tools": {"scan": true}, "rules": [{"action": "Allow"}, {"action": "Deny"}],
+                "port": 8080, "enforcement": "Enforce"}})
+        );
+        let mut nullable = serde_json::json!({"spec": {"tools": null}});
+        apply_defaults(&schema, &mut nullable);
+        assert_eq!(
+            nullable["spec"]["tools"],
+            Value::Null,
+            "a nullable null stays"
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -17,9 +17,11 @@
 //! - server-side apply is merge semantics: maps merge key by key, lists are replaced whole
 //!   (no list-map merge keys), a manager's dropped fields are removed; conflicts are detected
 //!   only between managers' applied values, and `managedFields` is a rough mirror;
-//! - no defaulting of built-in objects (a Deployment is stored as sent) and no validation of
-//!   built-in objects beyond JSON shape; unknown fields of custom resources are refused
-//!   (strict field validation) rather than pruned;
+//! - built-in objects are not defaulted (a Deployment is stored as sent, but for its pod
+//!   template's quantities, which are stored in canonical form like the API server's), and not
+//!   validated beyond JSON shape; custom resources are defaulted from their CRD schema
+//!   (`default`, non-nullable nulls dropped) as the API server does, and their unknown fields
+//!   are refused (strict field validation) rather than pruned;
 //! - garbage collection is synchronous and always background-cascading; `propagationPolicy`
 //!   and orphaning are ignored, and dependents with finalizers are left in place;
 //! - namespaces need not exist, there is no admission chain, no RBAC, no authentication (the

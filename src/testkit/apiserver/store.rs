@@ -333,6 +333,10 @@ impl Store {
                 map.remove("status");
             }
         }
+        if let Some(schema) = &rt.schema {
+            schema.apply_defaults(&mut object);
+        }
+        canonicalize_quantities(&mut object);
         if validate {
             self.validate(rt, &object, None)?;
         }
@@ -496,6 +500,10 @@ impl Store {
             metadata.remove("managedFields");
         }
         set_type_meta(&mut new, rt);
+        if let Some(schema) = &rt.schema {
+            schema.apply_defaults(&mut new);
+        }
+        canonicalize_quantities(&mut new);
         if part == Part::Main && spec_changed(&old, &new) {
             let generation = old_meta
                 .get("generation")
@@ -969,4 +977,56 @@ fn managed_fields_entry(manager: &str, part: Part, applied: &Value) -> Value {
         entry["subresource"] = json!("status");
     }
     entry
+}
+
+/// Store the quantities of a pod template (and a pod) in their canonical form, as the API server
+/// does when it serializes `resource.Quantity`: `1000m` is read back as `1`.
+fn canonicalize_quantities(object: &mut Value) {
+    let canonical = |value: &mut Value| {
+        if let Some(text) = value.as_str()
+            && let Some(canonical) = crate::api::quantity::canonical_quantity(text)
+        {
+            *value = Value::String(canonical);
+        }
+    };
+    let kind = object
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let pod_spec = match kind {
+        "Pod" => object.pointer_mut("/spec"),
+        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" => {
+            object.pointer_mut("/spec/template/spec")
+        }
+        _ => None,
+    };
+    let Some(pod_spec) = pod_spec else {
+        return;
+    };
+    for list in ["containers", "initContainers"] {
+        for container in pod_spec
+            .get_mut(list)
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            for part in ["requests", "limits"] {
+                if let Some(Value::Object(amounts)) =
+                    container.pointer_mut(&format!("/resources/{part}"))
+                {
+                    amounts.values_mut().for_each(canonical);
+                }
+            }
+        }
+    }
+    for volume in pod_spec
+        .get_mut("volumes")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(limit) = volume.pointer_mut("/emptyDir/sizeLimit") {
+            canonical(limit);
+        }
+    }
 }
