@@ -28,4 +28,9 @@ if [ -z "${MCP_TEST_KUBECONFIG:-}" ]; then
   echo "note: MCP_TEST_KUBECONFIG is not set: the real-cluster controller scenarios (tests/controller.rs, portable_scenarios_on_a_real_cluster) will skip; every other test runs"
 fi
 
+# The statically linked release binary the image ships (tests/image.rs checks it).
+echo "building the static release binary (scripts/build-static.sh)..."
+MCP_STATIC_BINARY="$PWD/$(scripts/build-static.sh)"
+export MCP_STATIC_BINARY
+
 cargo test --locked

@@ -423,8 +423,10 @@ fn stdio_servers_run_behind_the_wrapper() {
             "gateway",
             "--config",
             "/etc/mcp-operator/gateway.yaml",
+            "--allow-unauthenticated",
             "--stdio"
-        ]
+        ],
+        "no authentication declared: the gateway is told it may serve without tokens"
     );
     assert_eq!(&args[dash + 1..], ["node", "/app/index.js", "/data"]);
     assert!(

@@ -190,3 +190,49 @@ fn rendered_pods_pass_checkov_security_checks() {
         }
     }
 }
+
+#[test]
+fn only_servers_without_authentication_run_an_unauthenticated_gateway() {
+    let output = common::run(&["render", "-f", "examples/servers/", "-o", "json"]);
+    let list: serde_json::Value = serde_json::from_str(&common::stdout_of(&output)).unwrap();
+    let mut seen = 0;
+    for deployment in list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["kind"] == "Deployment")
+    {
+        for container in deployment["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .unwrap()
+        {
+            let args = container["args"].to_string();
+            if args.contains("\"gateway\"") {
+                seen += 1;
+                // Only the legacy SSE example (weather) declares no authentication; without the
+                // flag its gateway would refuse to start on the pod network.
+                let unauthenticated = deployment["metadata"]["name"] == "weather";
+                assert_eq!(
+                    args.contains("--allow-unauthenticated"),
+                    unauthenticated,
+                    "{}: {args}",
+                    deployment["metadata"]["name"]
+                );
+            }
+        }
+    }
+    assert!(seen >= 3, "{seen} gateways");
+}
+
+/// The MCPServer of the kind walkthrough (docs/kind.md) is valid and renders.
+#[test]
+fn the_kind_walkthroughs_server_renders() {
+    let page = std::fs::read_to_string(common::repo().join("docs/kind.md")).unwrap();
+    let start = page.find("```yaml\napiVersion: mcp-operator.dev").unwrap() + "```yaml\n".len();
+    let manifest = &page[start..start + page[start..].find("```").unwrap()];
+    let output = common::run_with_stdin(&["render", "-f", "-"], manifest.as_bytes());
+    let rendered = common::stdout_of(&output);
+    assert!(rendered.contains("kind: Deployment"), "{rendered}");
+    assert!(rendered.contains("--allow-unauthenticated"));
+    assert!(rendered.contains("npm_config_cache"));
+}

@@ -114,7 +114,7 @@ pub fn pod_template(
                 name: CONTAINER_GATEWAY.into(),
                 image: Some(ctx.gateway_image.clone()),
                 image_pull_policy: Some("IfNotPresent".into()),
-                args: Some(vec!["gateway".into(), "--config".into(), config_path]),
+                args: Some(gateway_args(spec, config_path)),
                 ports: Some(gateway_ports),
                 readiness_probe: Some(http_probe("/readyz", 5)),
                 liveness_probe: Some(http_probe("/healthz", 20)),
@@ -148,13 +148,8 @@ pub fn pod_template(
                 ..Default::default()
             });
             // The wrapper replaces the image's entrypoint: it spawns the declared command.
-            let mut args = vec![
-                "gateway".into(),
-                "--config".into(),
-                config_path,
-                "--stdio".into(),
-                "--".into(),
-            ];
+            let mut args = gateway_args(spec, config_path);
+            args.extend(["--stdio".into(), "--".into()]);
             args.extend(spec.command.iter().cloned());
             args.extend(spec.args.iter().cloned());
             vec![Container {
@@ -290,6 +285,17 @@ fn http_probe(path: &str, period_seconds: i32) -> Probe {
         period_seconds: Some(period_seconds),
         ..Default::default()
     }
+}
+
+/// The gateway's command line. A server that declares no `authentication` is served without
+/// tokens on the pod network because its manifest says so (and MCP-AUTH-001 reports it, or
+/// blocks it under an enforcing policy); the gateway refuses that unless told.
+fn gateway_args(spec: &MCPServerSpec, config_path: String) -> Vec<String> {
+    let mut args = vec!["gateway".into(), "--config".into(), config_path];
+    if spec.authentication.is_none() {
+        args.push("--allow-unauthenticated".into());
+    }
+    args
 }
 
 fn canonical(quantity: Quantity) -> Quantity {
