@@ -5,5 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="$(uname -m)-unknown-linux-gnu"
-RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --quiet --target "$target"
+# getrandom: call glibc's getrandom() directly. Its default finds it with dlsym, which a static
+# binary cannot, and then reads /dev/urandom, which an empty root or a stripped image lacks.
+RUSTFLAGS="-C target-feature=+crt-static --cfg getrandom_backend=\"linux_getrandom\"" cargo build --release --locked --quiet --target "$target"
 echo "target/$target/release/mcp-operator"

@@ -79,10 +79,10 @@ fn the_release_binary_runs_alone_in_an_empty_root() {
     let is_root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
     let in_root = |args: &[&str]| {
         let mut command = if is_root {
-            Command::new("chroot")
+            Command::new("/usr/sbin/chroot")
         } else {
-            let mut c = Command::new("unshare");
-            c.args(["--user", "--map-root-user", "chroot"]);
+            let mut c = Command::new("/usr/bin/unshare");
+            c.args(["--user", "--map-root-user", "/usr/sbin/chroot"]);
             c
         };
         command
@@ -110,6 +110,47 @@ fn the_release_binary_runs_alone_in_an_empty_root() {
         "examples/servers/filesystem-stdio.yaml",
     ]));
     assert_eq!(stdout, reference);
+    // Names resolve without NSS libraries: distroless static has /etc/hosts, /etc/resolv.conf and
+    // the CA bundle, nothing else. A listener on loopback, named in /etc/hosts, gets the
+    // request `report` sends to the API server it names.
+    std::fs::create_dir_all(root.path().join("etc/ssl/certs")).unwrap();
+    std::fs::copy(
+        "/etc/ssl/certs/ca-certificates.crt",
+        root.path().join("etc/ssl/certs/ca-certificates.crt"),
+    )
+    .unwrap();
+    std::fs::write(root.path().join("etc/hosts"), "127.0.0.1 apiserver.test\n").unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::fs::write(
+        root.path().join("kubeconfig"),
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: c\n\
+             clusters: [{{name: c, cluster: {{server: \"http://apiserver.test:{port}\"}}}}]\n\
+             users: [{{name: u, user: {{token: t}}}}]\n\
+             contexts: [{{name: c, context: {{cluster: c, user: u}}}}]\n"
+        ),
+    )
+    .unwrap();
+    let server = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut request = [0u8; 4096];
+        let read = stream.read(&mut request).unwrap();
+        let _ = stream
+            .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        String::from_utf8_lossy(&request[..read]).to_string()
+    });
+    let report = in_root(&["report", "--kubeconfig", "/kubeconfig"]);
+    // Had `report` not connected, this empty connection ends the wait (and the test fails).
+    let _ = std::net::TcpStream::connect(("127.0.0.1", port));
+    let request = server.join().unwrap();
+    assert!(
+        request.starts_with("GET /apis/mcp-operator.dev/v1alpha1/mcpservers"),
+        "{request}\nreport said: {}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+
     // The CRDs print too: nothing reads files the image lacks.
     let crds = in_root(&["crdgen"]);
     assert_eq!(
