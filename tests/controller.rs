@@ -1734,6 +1734,13 @@ fn ready_reason_is(object: &Value, reason: &str) -> bool {
         })
 }
 
+async fn create_server(servers: &Api<MCPServer>, name: &str, spec: Value) -> MCPServer {
+    servers
+        .create(&PostParams::default(), &mcp_server(name, spec))
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn argocd_health_checks_read_the_statuses_the_controller_writes() {
     let api = double().await;
@@ -1744,13 +1751,7 @@ async fn argocd_health_checks_read_the_statuses_the_controller_writes() {
     let health = |script: &str, object: &Value| common::argocd_health(script, object);
 
     // Not yet seen by the controller: Progressing.
-    let created = servers
-        .create(
-            &PostParams::default(),
-            &mcp_server("fresh", json!({"image": "example/s:1"})),
-        )
-        .await
-        .unwrap();
+    let created = create_server(&servers, "fresh", json!({"image": "example/s:1"})).await;
     assert_eq!(
         health("mcpserver.lua", &serde_json::to_value(&created).unwrap()).0,
         "Progressing"
@@ -1773,13 +1774,12 @@ async fn argocd_health_checks_read_the_statuses_the_controller_writes() {
     assert!(message.contains("generation"), "{message}");
 
     // Invalid for the controller (the server port is the gateway's): Degraded, saying why.
-    servers
-        .create(
-            &PostParams::default(),
-            &mcp_server("clash", json!({"image": "example/c:1", "port": 8443})),
-        )
-        .await
-        .unwrap();
+    create_server(
+        &servers,
+        "clash",
+        json!({"image": "example/c:1", "port": 8443}),
+    )
+    .await;
     let invalid = settled_object(&api, "MCPServer", ns, "clash", "clash is Invalid", |o| {
         phase_is(o, "Invalid")
     })
@@ -1789,13 +1789,12 @@ async fn argocd_health_checks_read_the_statuses_the_controller_writes() {
     assert!(message.contains("8443"), "{message}");
 
     // Scaled to zero on purpose: Suspended.
-    servers
-        .create(
-            &PostParams::default(),
-            &mcp_server("idle", json!({"image": "example/s:1", "replicas": 0})),
-        )
-        .await
-        .unwrap();
+    create_server(
+        &servers,
+        "idle",
+        json!({"image": "example/s:1", "replicas": 0}),
+    )
+    .await;
     let idle = settled_object(&api, "MCPServer", ns, "idle", "idle is observed", |o| {
         o.pointer("/status/observedGeneration") == o.pointer("/metadata/generation")
             && o.pointer("/status/phase").is_some()
@@ -1804,16 +1803,12 @@ async fn argocd_health_checks_read_the_statuses_the_controller_writes() {
     assert_eq!(health("mcpserver.lua", &idle).0, "Suspended");
 
     // A managed prompt that resolves to nothing: the server runs, but Degraded says what is missing.
-    servers
-        .create(
-            &PostParams::default(),
-            &mcp_server(
-                "unprompted",
-                json!({"image": "example/s:1", "prompts": [{"name": "missing", "version": "^1"}]}),
-            ),
-        )
-        .await
-        .unwrap();
+    create_server(
+        &servers,
+        "unprompted",
+        json!({"image": "example/s:1", "prompts": [{"name": "missing", "version": "^1"}]}),
+    )
+    .await;
     let unresolved = settled_object(
         &api,
         "MCPServer",
@@ -1857,13 +1852,12 @@ async fn argocd_health_checks_read_the_statuses_the_controller_writes() {
         )
         .await
         .unwrap();
-    Api::<MCPServer>::namespaced(client.clone(), enforced)
-        .create(
-            &PostParams::default(),
-            &mcp_server("tagged", json!({"image": "example/b:1"})),
-        )
-        .await
-        .unwrap();
+    create_server(
+        &Api::<MCPServer>::namespaced(client.clone(), enforced),
+        "tagged",
+        json!({"image": "example/b:1"}),
+    )
+    .await;
     let blocked = settled_object(
         &api,
         "MCPServer",

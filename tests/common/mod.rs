@@ -253,3 +253,46 @@ pub fn argocd_health(script: &str, object: &Value) -> (String, String) {
     let (status, message) = text.split_once('\n').unwrap_or((&text, ""));
     (status.to_string(), message.to_string())
 }
+
+/// Run checkov's Kubernetes checks (all, or `only` these ids) on the manifests in `dir` (not a
+/// hidden directory: checkov skips those); returns its JSON report after asserting no check
+/// failed.
+pub fn checkov(dir: &Path, only: &[&str]) -> Value {
+    let home = tempfile::tempdir().unwrap();
+    let mut command = Command::new(venv_tool("checkov"));
+    command.args([
+        "--framework",
+        "kubernetes",
+        "--skip-download",
+        "--compact",
+        "-o",
+        "json",
+    ]);
+    if !only.is_empty() {
+        command.arg("--check").arg(only.join(","));
+    }
+    let output = command
+        .arg("-d")
+        .arg(dir)
+        .env("HOME", home.path())
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "checkov printed no JSON ({e}):\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    let failed: Vec<String> = report["results"]["failed_checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| format!("{} {} on {}", c["check_id"], c["check_name"], c["resource"]))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "checkov failures:\n{}",
+        failed.join("\n")
+    );
+    report
+}
