@@ -1,6 +1,7 @@
 //! The `mcp-operator` binary: parses flags and hands over to the library. No logic of its own.
 #![forbid(unsafe_code)]
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,7 +9,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use std::time::Duration;
 
-use mcp_operator::builders::{BuildContext, DEFAULT_GATEWAY_IMAGE, DEFAULT_OPERATOR_NAMESPACE};
+use mcp_operator::builders::{
+    BuildContext, DEFAULT_GATEWAY_IMAGE, DEFAULT_OPERATOR_NAMESPACE, GatewayResourceDefaults,
+};
 use mcp_operator::controller::inventory::InventorySettings;
 use mcp_operator::controller::leader::LeaseConfig;
 use mcp_operator::controller::{self, ControllerConfig, ControllerError};
@@ -58,6 +61,8 @@ enum Command {
         /// Namespace the operator runs in (allowed to reach the gateways' admin port).
         #[arg(long, default_value = DEFAULT_OPERATOR_NAMESPACE)]
         operator_namespace: String,
+        #[command(flatten)]
+        defaults: ClusterDefaults,
     },
     /// Evaluate the governance rules on manifest files, without a cluster. Exit code 0: no
     /// enforced rule fails; 1: an enforced rule fails; 2: the input is invalid.
@@ -148,6 +153,70 @@ struct ControllerArgs {
     /// PEM private key of the webhook.
     #[arg(long, value_name = "PATH", requires = "webhook_listen")]
     webhook_key: Option<PathBuf>,
+    #[command(flatten)]
+    defaults: ClusterDefaults,
+}
+
+/// Cluster facts and defaults no MCPServer states (the same for `render` and the controller).
+#[derive(clap::Args)]
+struct ClusterDefaults {
+    /// Namespace of the cluster DNS pods: the servers' NetworkPolicies allow DNS to them.
+    #[arg(long, value_name = "NAMESPACE", default_value = "kube-system")]
+    dns_namespace: String,
+    /// Labels of the cluster DNS pods (`key=value[,key=value]`).
+    #[arg(long, value_name = "LABELS", default_value = "k8s-app=kube-dns", value_parser = parse_labels)]
+    dns_pod_labels: BTreeMap<String, String>,
+    /// cpu request of the gateway container where a server's spec.gateway.resources sets none.
+    #[arg(long, value_name = "QUANTITY", default_value = "50m", value_parser = parse_quantity_flag)]
+    gateway_cpu_request: String,
+    /// memory request of the gateway container where a server sets none.
+    #[arg(long, value_name = "QUANTITY", default_value = "64Mi", value_parser = parse_quantity_flag)]
+    gateway_memory_request: String,
+    /// cpu limit of the gateway container where a server sets none.
+    #[arg(long, value_name = "QUANTITY", default_value = "500m", value_parser = parse_quantity_flag)]
+    gateway_cpu_limit: String,
+    /// memory limit of the gateway container where a server sets none.
+    #[arg(long, value_name = "QUANTITY", default_value = "256Mi", value_parser = parse_quantity_flag)]
+    gateway_memory_limit: String,
+}
+
+impl ClusterDefaults {
+    fn context(self, gateway_image: String, operator_namespace: String) -> BuildContext {
+        let mut gateway_resources = GatewayResourceDefaults::default();
+        gateway_resources.requests[0] = self.gateway_cpu_request;
+        gateway_resources.requests[1] = self.gateway_memory_request;
+        gateway_resources.limits[0] = self.gateway_cpu_limit;
+        gateway_resources.limits[1] = self.gateway_memory_limit;
+        BuildContext {
+            gateway_image,
+            operator_namespace,
+            dns_namespace: self.dns_namespace,
+            dns_pod_labels: self.dns_pod_labels,
+            gateway_resources,
+        }
+    }
+}
+
+fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
+    text.split(',')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, value)) if !key.trim().is_empty() => {
+                Ok((key.trim().to_string(), value.trim().to_string()))
+            }
+            _ => Err(format!(
+                "{pair:?} is not key=value (expected e.g. k8s-app=kube-dns)"
+            )),
+        })
+        .collect()
+}
+
+fn parse_quantity_flag(text: &str) -> Result<String, String> {
+    match mcp_operator::api::quantity::canonical_quantity(text) {
+        Some(canonical) if !canonical.starts_with('-') => Ok(canonical),
+        _ => Err(format!(
+            "{text:?} is not a Kubernetes quantity (expected e.g. 50m, 1, 256Mi)"
+        )),
+    }
 }
 
 #[derive(clap::Args)]
@@ -199,12 +268,9 @@ fn main() -> ExitCode {
             namespace,
             gateway_image,
             operator_namespace,
+            defaults,
         } => {
-            let ctx = BuildContext {
-                gateway_image,
-                operator_namespace,
-                ..BuildContext::default()
-            };
+            let ctx = defaults.context(gateway_image, operator_namespace);
             let result = offline::load_manifests(&files, &namespace)
                 .and_then(|set| offline::render(&set, &ctx))
                 .and_then(|rendered| {
@@ -314,11 +380,9 @@ async fn controller(args: ControllerArgs) -> Result<(), String> {
         client,
         namespaces: args.namespaces,
         server_selector: args.selector,
-        build: BuildContext {
-            gateway_image: args.gateway_image,
-            operator_namespace: args.operator_namespace.clone(),
-            ..BuildContext::default()
-        },
+        build: args
+            .defaults
+            .context(args.gateway_image, args.operator_namespace.clone()),
         lease: args.leader_elect.then(|| LeaseConfig {
             namespace: args.operator_namespace.clone(),
             name: "mcp-operator-leader".into(),

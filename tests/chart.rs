@@ -254,6 +254,28 @@ fn image_values_reach_the_operator_and_the_gateways() {
         .unwrap();
     assert_eq!(gateway_image["value"], "registry.example.com/gateway:1.2.3");
 
+    // Cluster-wide gateway defaults become the controller's flags.
+    let tuned = render(
+        &json!({"gateway": {"resources": {"requests": {"cpu": "100m", "memory": "96Mi"},
+        "limits": {"cpu": "1", "memory": "512Mi"}}, "dns": {"namespace": "openshift-dns", "podLabels": "dns.operator.openshift.io/daemonset-dns=default"}}}),
+    );
+    let args = tuned.args();
+    for expected in [
+        "--gateway-cpu-request=100m",
+        "--gateway-memory-request=96Mi",
+        "--gateway-cpu-limit=1",
+        "--gateway-memory-limit=512Mi",
+        "--dns-namespace=openshift-dns",
+        "--dns-pod-labels=dns.operator.openshift.io/daemonset-dns=default",
+    ] {
+        assert!(args.contains(&expected), "{expected} missing from {args:?}");
+    }
+    let refused = try_render(
+        &json!({"gateway": {"resources": {"requests": {"cpu": "lots", "memory": "64Mi"},
+        "limits": {"cpu": "1", "memory": "512Mi"}}}}),
+    );
+    assert!(refused.is_err_and(|e| e.contains("/gateway/resources/requests/cpu")));
+
     // By default the gateways run the operator's own image (the same binary).
     let defaults = render(&json!({}));
     let container = defaults.controller_container();

@@ -202,3 +202,48 @@ fn the_kind_walkthroughs_server_renders() {
     assert!(rendered.contains("--allow-unauthenticated"));
     assert!(rendered.contains("npm_config_cache"));
 }
+
+/// The cluster-wide defaults `render` and the controller share: gateway resources where a server
+/// sets none, and the DNS pods the NetworkPolicy lets servers reach.
+#[test]
+fn cluster_defaults_reach_the_rendered_objects() {
+    let output = common::run(&[
+        "render",
+        "-f",
+        "examples/servers/legacy-sse.yaml",
+        "-o",
+        "json",
+        "--gateway-cpu-request=0.1",
+        "--gateway-memory-limit=1024Mi",
+        "--dns-namespace=openshift-dns",
+        "--dns-pod-labels=dns.operator.openshift.io/daemonset-dns=default",
+    ]);
+    let list: serde_json::Value = serde_json::from_str(&common::stdout_of(&output)).unwrap();
+    let items = list["items"].as_array().unwrap();
+    let deployment = items.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    let gateway = deployment["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "gateway")
+        .unwrap();
+    assert_eq!(gateway["resources"]["requests"]["cpu"], "100m");
+    assert_eq!(gateway["resources"]["limits"]["memory"], "1Gi");
+    assert_eq!(
+        gateway["resources"]["requests"]["memory"], "64Mi",
+        "the built-in default"
+    );
+    let policy = items
+        .iter()
+        .find(|o| o["kind"] == "NetworkPolicy")
+        .unwrap()
+        .to_string();
+    assert!(
+        policy.contains("openshift-dns") && policy.contains("daemonset-dns"),
+        "{policy}"
+    );
+
+    let bad = common::run(&["render", "-f", "examples/", "--gateway-cpu-limit=lots"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("\"lots\" is not a Kubernetes quantity"));
+}

@@ -46,6 +46,25 @@ pub struct BuildContext {
     pub dns_namespace: String,
     /// Labels of the cluster DNS pods.
     pub dns_pod_labels: BTreeMap<String, String>,
+    /// Cluster-wide defaults of the gateway container's resources: requests and limits of cpu,
+    /// memory and ephemeral storage, for whatever a server's `spec.gateway.resources` leaves out.
+    pub gateway_resources: GatewayResourceDefaults,
+}
+
+/// Requests and limits (cpu, memory, ephemeral-storage) of the gateway container by default.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewayResourceDefaults {
+    pub requests: [String; 3],
+    pub limits: [String; 3],
+}
+
+impl Default for GatewayResourceDefaults {
+    fn default() -> Self {
+        GatewayResourceDefaults {
+            requests: ["50m".into(), "64Mi".into(), "16Mi".into()],
+            limits: ["500m".into(), "256Mi".into(), "64Mi".into()],
+        }
+    }
 }
 
 /// Default image of the gateway: this build's release.
@@ -63,6 +82,7 @@ impl Default for BuildContext {
             operator_namespace: DEFAULT_OPERATOR_NAMESPACE.into(),
             dns_namespace: "kube-system".into(),
             dns_pod_labels: BTreeMap::from([("k8s-app".to_string(), "kube-dns".to_string())]),
+            gateway_resources: GatewayResourceDefaults::default(),
         }
     }
 }

@@ -49,9 +49,14 @@ const VOLUME_GATEWAY_BIN: &str = "gateway-bin";
 /// Defaults for the server container: (requests, limits) as (cpu, memory, ephemeral-storage).
 const SERVER_DEFAULTS: ([&str; 3], [&str; 3]) =
     (["100m", "128Mi", "64Mi"], ["1", "512Mi", "256Mi"]);
-/// Defaults for the gateway container (and the install init container).
-const GATEWAY_DEFAULTS: ([&str; 3], [&str; 3]) =
-    (["50m", "64Mi", "16Mi"], ["500m", "256Mi", "64Mi"]);
+/// Defaults of the gateway container (and the install init container): the cluster's.
+fn gateway_defaults(ctx: &BuildContext) -> ([&str; 3], [&str; 3]) {
+    let d = &ctx.gateway_resources;
+    (
+        [&d.requests[0], &d.requests[1], &d.requests[2]].map(String::as_str),
+        [&d.limits[0], &d.limits[1], &d.limits[2]].map(String::as_str),
+    )
+}
 
 /// Build the pod template of `name`'s Deployment.
 pub fn pod_template(
@@ -118,7 +123,7 @@ pub fn pod_template(
                 ports: Some(gateway_ports),
                 readiness_probe: Some(http_probe("/readyz", 5)),
                 liveness_probe: Some(http_probe("/healthz", 20)),
-                resources: Some(resources(gateway_resources(spec), GATEWAY_DEFAULTS)),
+                resources: Some(resources(gateway_resources(spec), gateway_defaults(ctx))),
                 security_context: Some(container_security()),
                 volume_mounts: Some(vec![config_mount]),
                 ..Default::default()
@@ -142,7 +147,7 @@ pub fn pod_template(
                     "--to".into(),
                     GATEWAY_BIN_DIR.into(),
                 ]),
-                resources: Some(resources(None, GATEWAY_DEFAULTS)),
+                resources: Some(resources(None, gateway_defaults(ctx))),
                 security_context: Some(container_security()),
                 volume_mounts: Some(vec![bin_mount(false)]),
                 ..Default::default()
