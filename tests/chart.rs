@@ -6,22 +6,12 @@
 
 mod common;
 
-use std::path::PathBuf;
-
-use common::RenderedChart as Rendered;
+use common::{RenderedChart as Rendered, chart_dir, chart_script};
 
 use serde_json::{Value, json};
 
 const RELEASE: &str = "mcp-operator";
 const NAMESPACE: &str = "mcp-system";
-
-fn chart_dir() -> PathBuf {
-    common::chart_dir()
-}
-
-fn chart_script(args: &[&str]) -> std::process::Output {
-    common::chart_script(args)
-}
 
 fn try_render(values: &Value) -> Result<Rendered, String> {
     common::render_chart(values, RELEASE, NAMESPACE)
@@ -553,15 +543,11 @@ fn argocd_page() -> String {
 
 #[test]
 fn the_argocd_page_is_in_sync_with_the_health_scripts() {
-    let path = common::repo().join("docs/argocd.md");
     let expected = argocd_page();
-    if std::env::var_os("UPDATE_DOCS").is_some() {
-        std::fs::write(&path, &expected).unwrap();
-    }
-    let actual = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        actual == expected,
-        "docs/argocd.md is out of date: run `UPDATE_DOCS=1 cargo test --test chart the_argocd_page_is_in_sync_with_the_health_scripts`"
+    common::assert_page_in_sync(
+        "docs/argocd.md",
+        &expected,
+        "cargo test --test chart the_argocd_page_is_in_sync_with_the_health_scripts",
     );
     // The snippet is valid YAML whose keys Argo CD knows, and each script is there whole.
     let snippet = &expected[expected.find("```yaml\n").unwrap() + 8..];

@@ -169,14 +169,10 @@ fn the_cli_reference_page_is_in_sync() {
             help.trim_end()
         ));
     }
-    let path = common::repo().join("docs/cli.md");
-    if std::env::var_os("UPDATE_DOCS").is_some() {
-        std::fs::write(&path, &expected).unwrap();
-    }
-    let actual = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        actual == expected,
-        "docs/cli.md is out of date: run `UPDATE_DOCS=1 cargo test --test cli the_cli_reference_page_is_in_sync`"
+    common::assert_page_in_sync(
+        "docs/cli.md",
+        &expected,
+        "cargo test --test cli the_cli_reference_page_is_in_sync",
     );
     assert!(expected.contains("--inventory-period-seconds"));
 }

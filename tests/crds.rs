@@ -436,15 +436,11 @@ fn policy_cel_rules() {
 
 #[test]
 fn the_resource_reference_page_is_in_sync() {
-    let path = common_repo().join("docs/crds.md");
     let expected = mcp_operator::crdgen::reference_markdown();
-    if std::env::var_os("UPDATE_DOCS").is_some() {
-        std::fs::write(&path, &expected).unwrap();
-    }
-    let actual = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        actual == expected,
-        "docs/crds.md is out of date: run `UPDATE_DOCS=1 cargo test --test crds the_resource_reference_page_is_in_sync`"
+    common::assert_page_in_sync(
+        "docs/crds.md",
+        &expected,
+        "cargo test --test crds the_resource_reference_page_is_in_sync",
     );
     for field in [
         "`spec.toolApprovals[].sha256`",
@@ -454,8 +450,4 @@ fn the_resource_reference_page_is_in_sync() {
     ] {
         assert!(expected.contains(field), "{field} is documented");
     }
-}
-
-fn common_repo() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

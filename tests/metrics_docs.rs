@@ -2,6 +2,8 @@
 //! live registries (each labelled family given one sample so its labels show), kept in sync.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -127,15 +129,11 @@ fn reference() -> String {
 
 #[test]
 fn the_metrics_reference_page_is_in_sync() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/metrics.md");
     let expected = reference();
-    if std::env::var_os("UPDATE_DOCS").is_some() {
-        std::fs::write(&path, &expected).unwrap();
-    }
-    let actual = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        actual == expected,
-        "docs/metrics.md is out of date: run `UPDATE_DOCS=1 cargo test --test metrics_docs`"
+    common::assert_page_in_sync(
+        "docs/metrics.md",
+        &expected,
+        "cargo test --test metrics_docs",
     );
     for metric in [
         "`mcp_operator_reconciles_total`",

@@ -296,3 +296,17 @@ pub fn checkov(dir: &Path, only: &[&str]) -> Value {
     );
     report
 }
+
+/// Fail when the generated page `relative` (e.g. `docs/cli.md`) differs from `expected`; with
+/// `UPDATE_DOCS` set, write it first. `rerun` is the test command that regenerates it.
+pub fn assert_page_in_sync(relative: &str, expected: &str, rerun: &str) {
+    let path = repo().join(relative);
+    if std::env::var_os("UPDATE_DOCS").is_some() {
+        std::fs::write(&path, expected).unwrap();
+    }
+    let actual = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        actual == expected,
+        "{relative} is out of date: run `UPDATE_DOCS=1 {rerun}`"
+    );
+}
