@@ -15,6 +15,7 @@ pub mod auth;
 pub mod inventory;
 pub mod limits;
 pub mod metrics;
+pub mod pool;
 pub mod prompts;
 pub mod protocol;
 pub mod server;

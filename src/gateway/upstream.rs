@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
 use tokio::sync::{Notify, broadcast, mpsc, watch};
 
+use super::pool::{Lease, PlainHttp};
 use super::protocol::{
     self, HANDSHAKE_VERSIONS, HEADER_PROTOCOL_VERSION, HEADER_SESSION_ID, LATEST_HANDSHAKE_VERSION,
     MEDIA_JSON, MEDIA_SSE, RequestId, codes,
@@ -24,6 +25,8 @@ use super::protocol::{
 pub const MAX_UPSTREAM_JSON_BYTES: usize = 64 * 1024 * 1024;
 /// First wait before restarting a stdio server that exited; doubles up to [`MAX_RESTART_DELAY`].
 pub const FIRST_RESTART_DELAY: Duration = Duration::from_millis(500);
+/// Longest wait for a TCP connection to the server.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait between stdio restarts.
 pub const MAX_RESTART_DELAY: Duration = Duration::from_secs(30);
 /// A stdio server that ran this long resets the restart backoff.
@@ -266,16 +269,42 @@ where
     ))
 }
 
-/// A streamable-HTTP server.
+/// A streamable-HTTP server: `http://` over the gateway's own per-thread connections
+/// ([`super::pool`]), `https://` over a pooled reqwest client.
 pub struct HttpUpstream {
     url: reqwest::Url,
+    plain: Option<PlainHttp>,
     clients: thread_local::ThreadLocal<reqwest::Client>,
     timeout: Duration,
     next_id: AtomicI64,
 }
 
+/// An answer whose body is still to be read.
+struct Received<'a> {
+    status: StatusCode,
+    session_id: Option<String>,
+    content_type: Option<String>,
+    body: ReceivedBody<'a>,
+}
+
+enum ReceivedBody<'a> {
+    /// On a pooled plain connection, given back once the body was read to the end.
+    Plain(hyper::body::Incoming, Lease<'a>),
+    Tls(reqwest::Response),
+}
+
+fn header_text(
+    headers: &axum::http::HeaderMap,
+    name: impl axum::http::header::AsHeaderName,
+) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
 impl HttpUpstream {
-    /// A pooled client for `url`; `timeout` bounds the wait for an answer to start.
+    /// Connections to `url`; `timeout` bounds the wait for an answer to start.
     pub fn new(url: &str, timeout: Duration) -> Result<Self, UpstreamError> {
         let clients = thread_local::ThreadLocal::new();
         // Built once here so a client that cannot be built fails at start, not per request.
@@ -285,6 +314,7 @@ impl HttpUpstream {
             UpstreamError::Unreachable(format!("invalid upstream URL {url:?}: {e}"))
         })?;
         Ok(Self {
+            plain: PlainHttp::new(&url, CONNECT_TIMEOUT),
             url,
             clients,
             timeout,
@@ -296,7 +326,7 @@ impl HttpUpstream {
     /// connection is driven by a task on the runtime that opened it.
     fn client_for_this_thread() -> Result<reqwest::Client, UpstreamError> {
         reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
+            .connect_timeout(CONNECT_TIMEOUT)
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)
             .tcp_nodelay(true)
@@ -306,42 +336,82 @@ impl HttpUpstream {
             .map_err(|e| UpstreamError::Unreachable(e.to_string()))
     }
 
-    fn client(&self) -> Result<&reqwest::Client, UpstreamError> {
-        self.clients.get_or_try(Self::client_for_this_thread)
-    }
-
-    async fn send(
+    /// `sending`, as an [`UpstreamError`], given up after the timeout.
+    async fn within<T>(
         &self,
-        request: reqwest::RequestBuilder,
-    ) -> Result<reqwest::Response, UpstreamError> {
-        match tokio::time::timeout(self.timeout, request.send()).await {
+        sending: impl std::future::Future<Output = Result<T, String>>,
+    ) -> Result<T, UpstreamError> {
+        match tokio::time::timeout(self.timeout, sending).await {
             Err(_) => Err(UpstreamError::Timeout(self.timeout)),
-            Ok(Err(e)) => Err(UpstreamError::Unreachable(super::error_chain(&e))),
-            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(UpstreamError::Unreachable(e)),
+            Ok(Ok(answer)) => Ok(answer),
         }
     }
 
-    async fn reply(&self, response: reqwest::Response) -> Result<Reply, UpstreamError> {
-        let status =
-            StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-        let session_id = response
-            .headers()
-            .get(HEADER_SESSION_ID)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let content_type = response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let media = content_type
+    /// Send one request to the server's URL and wait (at most the timeout) for its headers.
+    async fn exchange(
+        &self,
+        method: axum::http::Method,
+        session_id: Option<&str>,
+        headers: Vec<(HeaderName, HeaderValue)>,
+        json_body: Option<Bytes>,
+    ) -> Result<Received<'_>, UpstreamError> {
+        if let Some(plain) = &self.plain {
+            let mut request = plain.request(method);
+            for (name, value) in headers {
+                request = request.header(name, value);
+            }
+            if let Some(session) = session_id {
+                request = request.header(HEADER_SESSION_ID, session);
+            }
+            if json_body.is_some() {
+                request = request.header(axum::http::header::CONTENT_TYPE, MEDIA_JSON);
+            }
+            let request = request
+                .body(http_body_util::Full::new(json_body.unwrap_or_default()))
+                .map_err(|e| UpstreamError::Invalid(format!("cannot build the request: {e}")))?;
+            let (response, lease) = self.within(plain.send(request)).await?;
+            let (parts, body) = response.into_parts();
+            return Ok(Received {
+                status: parts.status,
+                session_id: header_text(&parts.headers, HEADER_SESSION_ID),
+                content_type: header_text(&parts.headers, axum::http::header::CONTENT_TYPE),
+                body: ReceivedBody::Plain(body, lease),
+            });
+        }
+        let client = self.clients.get_or_try(Self::client_for_this_thread)?;
+        let mut request = client.request(method, self.url.clone());
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        if let Some(session) = session_id {
+            request = request.header(HEADER_SESSION_ID, session);
+        }
+        if let Some(body) = json_body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, MEDIA_JSON)
+                .body(body);
+        }
+        let sending = async { request.send().await.map_err(|e| super::error_chain(&e)) };
+        let response = self.within(sending).await?;
+        Ok(Received {
+            status: response.status(),
+            session_id: header_text(response.headers(), HEADER_SESSION_ID),
+            content_type: header_text(response.headers(), reqwest::header::CONTENT_TYPE),
+            body: ReceivedBody::Tls(response),
+        })
+    }
+
+    async fn reply(&self, received: Received<'_>) -> Result<Reply, UpstreamError> {
+        let media = received
+            .content_type
             .as_deref()
             .and_then(|c| c.split(';').next())
             .map(|m| m.trim().to_ascii_lowercase());
         let body = match media.as_deref() {
-            Some(MEDIA_SSE) => ReplyBody::Events(events(response)),
+            Some(MEDIA_SSE) => ReplyBody::Events(events(received.body)),
             Some(MEDIA_JSON) => {
-                let bytes = self.read_body(response).await?;
+                let bytes = self.read_body(received.body).await?;
                 // Some servers label an empty 202 as JSON.
                 if bytes.is_empty() {
                     ReplyBody::Empty
@@ -350,73 +420,79 @@ impl HttpUpstream {
                 }
             }
             _ => {
-                let bytes = self.read_body(response).await?;
+                let bytes = self.read_body(received.body).await?;
                 if bytes.is_empty() {
                     ReplyBody::Empty
                 } else {
                     ReplyBody::Other {
-                        content_type,
+                        content_type: received.content_type,
                         bytes,
                     }
                 }
             }
         };
         Ok(Reply {
-            status,
-            session_id,
+            status: received.status,
+            session_id: received.session_id,
             body,
         })
     }
 
-    async fn read_body(&self, mut response: reqwest::Response) -> Result<Bytes, UpstreamError> {
+    /// The whole body (at most [`MAX_UPSTREAM_JSON_BYTES`], within the timeout).
+    async fn read_body(&self, body: ReceivedBody<'_>) -> Result<Bytes, UpstreamError> {
+        let too_large = || {
+            UpstreamError::Invalid(format!(
+                "the answer is larger than {MAX_UPSTREAM_JSON_BYTES} bytes"
+            ))
+        };
         let read = async {
-            let mut body = Vec::new();
-            while let Some(chunk) = response
-                .chunk()
-                .await
-                .map_err(|e| UpstreamError::Unreachable(super::error_chain(&e)))?
-            {
-                if body.len() + chunk.len() > MAX_UPSTREAM_JSON_BYTES {
-                    return Err(UpstreamError::Invalid(format!(
-                        "the answer is larger than {MAX_UPSTREAM_JSON_BYTES} bytes"
-                    )));
+            match body {
+                ReceivedBody::Plain(incoming, lease) => {
+                    use http_body_util::BodyExt as _;
+                    let collected = http_body_util::Limited::new(incoming, MAX_UPSTREAM_JSON_BYTES)
+                        .collect()
+                        .await
+                        .map_err(|e| {
+                            if e.is::<http_body_util::LengthLimitError>() {
+                                too_large()
+                            } else {
+                                UpstreamError::Unreachable(super::error_chain(e.as_ref()))
+                            }
+                        })?;
+                    lease.give_back();
+                    Ok(collected.to_bytes())
                 }
-                body.extend_from_slice(&chunk);
+                ReceivedBody::Tls(mut response) => {
+                    let mut body = Vec::new();
+                    while let Some(chunk) = response
+                        .chunk()
+                        .await
+                        .map_err(|e| UpstreamError::Unreachable(super::error_chain(&e)))?
+                    {
+                        if body.len() + chunk.len() > MAX_UPSTREAM_JSON_BYTES {
+                            return Err(too_large());
+                        }
+                        body.extend_from_slice(&chunk);
+                    }
+                    Ok(Bytes::from(body))
+                }
             }
-            Ok(Bytes::from(body))
         };
         tokio::time::timeout(self.timeout, read)
             .await
             .map_err(|_| UpstreamError::Timeout(self.timeout))?
     }
 
-    fn request(
-        &self,
-        method: reqwest::Method,
-        session_id: Option<&str>,
-        headers: Vec<(HeaderName, HeaderValue)>,
-    ) -> Result<reqwest::RequestBuilder, UpstreamError> {
-        let mut request = self.client()?.request(method, self.url.clone());
-        for (name, value) in headers {
-            request = request.header(name, value);
-        }
-        if let Some(session) = session_id {
-            request = request.header(HEADER_SESSION_ID, session);
-        }
-        Ok(request)
-    }
-
     async fn post(&self, forward: Forward) -> Result<Reply, UpstreamError> {
-        let request = self
-            .request(
-                reqwest::Method::POST,
+        let received = self
+            .exchange(
+                axum::http::Method::POST,
                 forward.session_id.as_deref(),
                 forward.headers,
-            )?
-            .header(reqwest::header::CONTENT_TYPE, MEDIA_JSON)
-            .body(forward.body);
-        let response = self.send(request).await?;
-        self.reply(response).await
+                Some(forward.body),
+            )
+            .await?;
+        self.reply(received).await
     }
 
     async fn listen(
@@ -424,9 +500,10 @@ impl HttpUpstream {
         session_id: &str,
         headers: Vec<(HeaderName, HeaderValue)>,
     ) -> Result<Reply, UpstreamError> {
-        let request = self.request(reqwest::Method::GET, Some(session_id), headers)?;
-        let response = self.send(request).await?;
-        self.reply(response).await
+        let received = self
+            .exchange(axum::http::Method::GET, Some(session_id), headers, None)
+            .await?;
+        self.reply(received).await
     }
 
     async fn end_session(
@@ -434,9 +511,13 @@ impl HttpUpstream {
         session_id: &str,
         headers: Vec<(HeaderName, HeaderValue)>,
     ) -> Result<StatusCode, UpstreamError> {
-        let request = self.request(reqwest::Method::DELETE, Some(session_id), headers)?;
-        let response = self.send(request).await?;
-        Ok(StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY))
+        let received = self
+            .exchange(axum::http::Method::DELETE, Some(session_id), headers, None)
+            .await?;
+        let status = received.status;
+        // Read to the end so the connection can carry the next request.
+        let _ = self.read_body(received.body).await;
+        Ok(status)
     }
 
     /// Send one request on the gateway's own session and wait for its response.
@@ -454,11 +535,15 @@ impl HttpUpstream {
         if let Ok(v) = HeaderValue::from_str(version) {
             headers.push((HeaderName::from_static(HEADER_PROTOCOL_VERSION), v));
         }
-        let request = self
-            .request(reqwest::Method::POST, session, headers)?
-            .header(reqwest::header::CONTENT_TYPE, MEDIA_JSON)
-            .body(message.to_string());
-        let reply = self.reply(self.send(request).await?).await?;
+        let received = self
+            .exchange(
+                axum::http::Method::POST,
+                session,
+                headers,
+                Some(Bytes::from(message.to_string())),
+            )
+            .await?;
+        let reply = self.reply(received).await?;
         if !reply.status.is_success() {
             return Err(UpstreamError::Invalid(format!("HTTP {}", reply.status)));
         }
@@ -505,15 +590,20 @@ impl HttpUpstream {
         if let Ok(v) = HeaderValue::from_str(&version) {
             headers.push((HeaderName::from_static(HEADER_PROTOCOL_VERSION), v));
         }
-        let request = self
-            .request(reqwest::Method::POST, session.as_deref(), headers.clone())?
-            .header(reqwest::header::CONTENT_TYPE, MEDIA_JSON)
-            .header(
-                reqwest::header::ACCEPT,
-                "application/json, text/event-stream",
+        let mut note_headers = headers.clone();
+        note_headers.push((
+            reqwest::header::ACCEPT,
+            HeaderValue::from_static("application/json, text/event-stream"),
+        ));
+        let received = self
+            .exchange(
+                axum::http::Method::POST,
+                session.as_deref(),
+                note_headers,
+                Some(Bytes::from(note.to_string())),
             )
-            .body(note.to_string());
-        self.send(request).await?;
+            .await?;
+        let _ = self.read_body(received.body).await;
         let tools = list_all_tools(|params| {
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
             let message =
@@ -537,8 +627,24 @@ impl HttpUpstream {
     }
 }
 
-fn events(response: reqwest::Response) -> EventStream {
-    Box::pin(response.bytes_stream().eventsource().map(|item| {
+fn events(body: ReceivedBody<'_>) -> EventStream {
+    use http_body_util::BodyExt as _;
+    let bytes: Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>> = match body {
+        // The connection closes when the stream ends rather than being reused: the Python
+        // SDK's server answers a request on a reused connection about 40 ms late
+        // (benches/gateway_latency.rs), and a stream may last long anyway.
+        ReceivedBody::Plain(incoming, _lease) => Box::pin(
+            incoming
+                .into_data_stream()
+                .map(|chunk| chunk.map_err(|e| super::error_chain(&e))),
+        ),
+        ReceivedBody::Tls(response) => Box::pin(
+            response
+                .bytes_stream()
+                .map(|chunk| chunk.map_err(|e| super::error_chain(&e))),
+        ),
+    };
+    Box::pin(bytes.eventsource().map(|item| {
         item.map(|e| SseEvent {
             id: e.id,
             event: if e.event == "message" {
