@@ -5,6 +5,8 @@
 
 mod common;
 mod gateway_support;
+#[path = "gateway_support/issuer.rs"]
+mod issuer;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -108,6 +110,44 @@ fn python_sdk_client_to_python_sdk_server_in_both_eras() {
             "{decisions:?}"
         );
     }
+}
+
+#[test]
+fn an_https_server_is_reached_over_tls_trusting_the_configured_ca() {
+    let server = fastmcp(&[], None);
+    let front = issuer::start_tls_front(server.port);
+    let mut config = config(Upstream::StreamableHttp {
+        url: format!("https://127.0.0.1:{}/mcp", front.port),
+    });
+    config.tools.deny = vec!["secret_*".into()];
+    let ca_file = front.ca_file.to_str().unwrap();
+    let gateway = start_gateway(&config, &[], &[("SSL_CERT_FILE", ca_file)]);
+    gateway.wait_ready();
+    let seen = python_client(&gateway.url(), "legacy", "fastmcp", None);
+    assert_scenario(&seen, "secret_dump", "hello through the gateway");
+
+    // Without the CA the certificate is refused: the inventory says why, and it is not ready.
+    let untrusted = start_gateway(&config, &[], &[]);
+    let client = http();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let error = loop {
+        let seen: Value = client
+            .get(untrusted.admin_url("/inventory"))
+            .send()
+            .and_then(|r| r.json())
+            .unwrap_or(Value::Null);
+        if let Some(error) = seen["inventory"]["lastError"].as_str() {
+            break error.to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no failed fetch reported: {seen}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(error.to_lowercase().contains("certificate"), "{error}");
+    let ready = client.get(untrusted.admin_url("/readyz")).send().unwrap();
+    assert_eq!(ready.status().as_u16(), 503);
 }
 
 #[test]

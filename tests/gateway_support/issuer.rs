@@ -20,9 +20,9 @@ pub struct Issuer {
     _dir: tempfile::TempDir,
 }
 
-pub fn start_issuer() -> Issuer {
+/// A CA written to `dir/ca.pem` and a TLS acceptor for 127.0.0.1 with a certificate it signed.
+fn tls_for_loopback(dir: &std::path::Path) -> (tokio_rustls::TlsAcceptor, PathBuf) {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let dir = tempfile::tempdir().unwrap();
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -30,7 +30,7 @@ pub fn start_issuer() -> Issuer {
         .distinguished_name
         .push(rcgen::DnType::CommonName, "mcp-operator test CA");
     let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
-    let ca_file = dir.path().join("ca.pem");
+    let ca_file = dir.join("ca.pem");
     std::fs::write(&ca_file, ca.pem()).unwrap();
     let server_key = rcgen::KeyPair::generate().unwrap();
     let server_cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
@@ -44,7 +44,57 @@ pub fn start_issuer() -> Issuer {
             rustls::pki_types::PrivateKeyDer::Pkcs8(server_key.serialize_der().into()),
         )
         .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    (tokio_rustls::TlsAcceptor::from(Arc::new(config)), ca_file)
+}
+
+/// An https front for a plain-HTTP server on 127.0.0.1 (TLS terminated, bytes relayed as they
+/// are), with the CA that signed its certificate.
+pub struct TlsFront {
+    pub port: u16,
+    pub ca_file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+pub fn start_tls_front(target_port: u16) -> TlsFront {
+    let dir = tempfile::tempdir().unwrap();
+    let (acceptor, ca_file) = tls_for_loopback(dir.path());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let Ok(mut plain) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await
+                    else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                });
+            }
+        });
+    });
+    TlsFront {
+        port,
+        ca_file,
+        _dir: dir,
+    }
+}
+
+pub fn start_issuer() -> Issuer {
+    let dir = tempfile::tempdir().unwrap();
+    let (acceptor, ca_file) = tls_for_loopback(dir.path());
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port();
