@@ -55,12 +55,19 @@ pub struct TlsFront {
     _dir: tempfile::TempDir,
 }
 
-pub fn start_tls_front(target_port: u16) -> TlsFront {
-    let dir = tempfile::tempdir().unwrap();
-    let (acceptor, ca_file) = tls_for_loopback(dir.path());
+type TlsConnection = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
+/// Accept TLS connections on 127.0.0.1, on a thread of their own, each handed to `handle`;
+/// returns the port.
+fn serve_tls<F, Fut>(acceptor: tokio_rustls::TlsAcceptor, handle: F) -> u16
+where
+    F: Fn(TlsConnection) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port();
+    let handle = Arc::new(handle);
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -70,20 +77,26 @@ pub fn start_tls_front(target_port: u16) -> TlsFront {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             loop {
                 let (tcp, _) = listener.accept().await.unwrap();
-                let acceptor = acceptor.clone();
+                let (acceptor, handle) = (acceptor.clone(), handle.clone());
                 tokio::spawn(async move {
-                    let Ok(mut tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let Ok(mut plain) =
-                        tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await
-                    else {
-                        return;
-                    };
-                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                    if let Ok(tls) = acceptor.accept(tcp).await {
+                        handle(tls).await;
+                    }
                 });
             }
         });
+    });
+    port
+}
+
+pub fn start_tls_front(target_port: u16) -> TlsFront {
+    let dir = tempfile::tempdir().unwrap();
+    let (acceptor, ca_file) = tls_for_loopback(dir.path());
+    let port = serve_tls(acceptor, move |mut tls| async move {
+        let Ok(mut plain) = tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await else {
+            return;
+        };
+        let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
     });
     TlsFront {
         port,
@@ -95,58 +108,49 @@ pub fn start_tls_front(target_port: u16) -> TlsFront {
 pub fn start_issuer() -> Issuer {
     let dir = tempfile::tempdir().unwrap();
     let (acceptor, ca_file) = tls_for_loopback(dir.path());
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let url = format!("https://127.0.0.1:{port}");
     let jwks = Arc::new(Mutex::new(json!({"keys": []})));
     let fetches = Arc::new(AtomicUsize::new(0));
-    let (served_jwks, served_fetches, issuer) = (jwks.clone(), fetches.clone(), url.clone());
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            loop {
-                let (tcp, _) = listener.accept().await.unwrap();
-                let (acceptor, jwks, fetches, issuer) =
-                    (acceptor.clone(), served_jwks.clone(), served_fetches.clone(), issuer.clone());
-                tokio::spawn(async move {
-                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                    let Ok(mut tls) = acceptor.accept(tcp).await else { return };
-                    let mut request = Vec::new();
-                    let mut buffer = [0u8; 4096];
-                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match tls.read(&mut buffer).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => request.extend_from_slice(&buffer[..n]),
-                        }
-                    }
-                    let head = String::from_utf8_lossy(&request);
-                    let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
-                    let (status, body) = match path.as_str() {
-                        "/jwks.json" => {
-                            fetches.fetch_add(1, Ordering::SeqCst);
-                            ("200 OK", jwks.lock().unwrap().to_string())
-                        }
-                        "/.well-known/oauth-authorization-server" => (
-                            "200 OK",
-                            json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks.json")}).to_string(),
-                        ),
-                        _ => ("404 Not Found", "{}".to_owned()),
-                    };
-                    let response = format!(
-                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = tls.write_all(response.as_bytes()).await;
-                    let _ = tls.shutdown().await;
-                });
+    let (served_jwks, served_fetches) = (jwks.clone(), fetches.clone());
+    let issuer_url = Arc::new(Mutex::new(String::new()));
+    let served_issuer = issuer_url.clone();
+    let port = serve_tls(acceptor, move |mut tls| {
+        let (jwks, fetches) = (served_jwks.clone(), served_fetches.clone());
+        let issuer = served_issuer.lock().unwrap().clone();
+        async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut request = Vec::new();
+            let mut buffer = [0u8; 4096];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tls.read(&mut buffer).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => request.extend_from_slice(&buffer[..n]),
+                }
             }
-        });
+            let head = String::from_utf8_lossy(&request);
+            let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+            let (status, body) = match path.as_str() {
+                "/jwks.json" => {
+                    fetches.fetch_add(1, Ordering::SeqCst);
+                    ("200 OK", jwks.lock().unwrap().to_string())
+                }
+                "/.well-known/oauth-authorization-server" => (
+                    "200 OK",
+                    json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks.json")})
+                        .to_string(),
+                ),
+                _ => ("404 Not Found", "{}".to_owned()),
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = tls.write_all(response.as_bytes()).await;
+            let _ = tls.shutdown().await;
+        }
     });
+    let url = format!("https://127.0.0.1:{port}");
+    // The metadata names the issuer's own URL, known once the port is.
+    *issuer_url.lock().unwrap() = url.clone();
     Issuer {
         url,
         jwks,
