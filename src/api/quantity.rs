@@ -47,7 +47,8 @@ pub fn canonical_quantity(text: &str) -> Option<String> {
     let negative = number.starts_with('-');
     let digits = number.trim_start_matches(['+', '-']);
     let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
-    let mut mantissa: i128 = format!("{whole}{fraction}").parse().unwrap_or(0);
+    // Too many digits for i128: not said exactly, so not canonicalised.
+    let mut mantissa: i128 = format!("{whole}{fraction}").parse().ok()?;
     let mut scale = -i32::try_from(fraction.len()).ok()?;
     enum Format {
         DecimalSi,
@@ -115,17 +116,10 @@ pub fn canonical_quantity(text: &str) -> Option<String> {
         mantissa /= 10;
         scale += 1;
     }
-    match scale.rem_euclid(3) {
-        1 => {
-            mantissa *= 10;
-            scale -= 1;
-        }
-        2 => {
-            mantissa *= 100;
-            scale -= 2;
-        }
-        _ => {}
-    }
+    // The exponent goes down to a multiple of three (`1e4` is `10k`).
+    let down = scale.rem_euclid(3);
+    mantissa = mantissa.checked_mul(10i128.pow(down.unsigned_abs()))?;
+    scale -= down;
     let suffix = match (format, scale) {
         (Format::DecimalExponent, 0) => String::new(),
         (Format::DecimalExponent, exponent) => format!("e{exponent}"),
@@ -183,6 +177,13 @@ mod tests {
             );
         }
         assert_eq!(super::canonical_quantity("1 cpu"), None);
+        // More digits than can be said exactly: left alone rather than read as something else.
+        let huge = "9".repeat(40);
+        assert_eq!(super::canonical_quantity(&huge), None);
+        assert_eq!(
+            super::canonical_quantity(&format!("{}e2", "1".repeat(38))),
+            None
+        );
         assert_eq!(super::canonical_quantity(""), None);
     }
 

@@ -53,8 +53,8 @@ const SERVER_DEFAULTS: ([&str; 3], [&str; 3]) =
 fn gateway_defaults(ctx: &BuildContext) -> ([&str; 3], [&str; 3]) {
     let d = &ctx.gateway_resources;
     (
-        [&d.requests[0], &d.requests[1], &d.requests[2]].map(String::as_str),
-        [&d.limits[0], &d.limits[1], &d.limits[2]].map(String::as_str),
+        d.requests.each_ref().map(String::as_str),
+        d.limits.each_ref().map(String::as_str),
     )
 }
 

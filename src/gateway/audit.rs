@@ -91,10 +91,7 @@ impl AuditLog {
         // `{...}` becomes `{...,"prev":"<hash of the line before>"}`.
         line.pop();
         {
-            let mut chain = self
-                .chain
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut chain = self.chain();
             line.extend_from_slice(br#","prev":""#);
             line.extend_from_slice(chain.prev.as_bytes());
             line.extend_from_slice(br#""}"#);
@@ -105,14 +102,11 @@ impl AuditLog {
         self.write_pending();
     }
 
-    fn take_pending(&self) -> Vec<u8> {
-        std::mem::take(
-            &mut self
-                .chain
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .pending,
-        )
+    /// The chain; a thread that panicked holding it left it whole (every change is one step).
+    fn chain(&self) -> std::sync::MutexGuard<'_, Chain> {
+        self.chain
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn write_pending(&self) {
@@ -124,7 +118,7 @@ impl AuditLog {
                 Err(std::sync::TryLockError::WouldBlock) => return,
             };
             loop {
-                let batch = self.take_pending();
+                let batch = std::mem::take(&mut self.chain().pending);
                 if batch.is_empty() {
                     break;
                 }
@@ -137,11 +131,7 @@ impl AuditLog {
             drop(sink);
             // A line chained while the sink was being released would otherwise wait for the
             // next request.
-            let chain = self
-                .chain
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if chain.pending.is_empty() {
+            if self.chain().pending.is_empty() {
                 return;
             }
         }

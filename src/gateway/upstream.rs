@@ -272,11 +272,19 @@ where
 /// A streamable-HTTP server: `http://` over the gateway's own per-thread connections
 /// ([`super::pool`]), `https://` over a pooled reqwest client.
 pub struct HttpUpstream {
-    url: reqwest::Url,
-    plain: Option<PlainHttp>,
-    clients: thread_local::ThreadLocal<reqwest::Client>,
+    transport: Transport,
     timeout: Duration,
     next_id: AtomicI64,
+}
+
+enum Transport {
+    /// `http://`: the gateway's own connections, kept per serving thread.
+    Plain(PlainHttp),
+    /// `https://`: a pooled reqwest client per serving thread.
+    Tls {
+        url: reqwest::Url,
+        clients: thread_local::ThreadLocal<reqwest::Client>,
+    },
 }
 
 /// An answer whose body is still to be read.
@@ -306,17 +314,21 @@ fn header_text(
 impl HttpUpstream {
     /// Connections to `url`; `timeout` bounds the wait for an answer to start.
     pub fn new(url: &str, timeout: Duration) -> Result<Self, UpstreamError> {
-        let clients = thread_local::ThreadLocal::new();
-        // Built once here so a client that cannot be built fails at start, not per request.
-        clients.get_or_try(Self::client_for_this_thread)?;
         // Parsed once: reqwest would parse a string URL on every request.
         let url = reqwest::Url::parse(url).map_err(|e| {
             UpstreamError::Unreachable(format!("invalid upstream URL {url:?}: {e}"))
         })?;
+        let transport = match PlainHttp::new(&url, CONNECT_TIMEOUT) {
+            Some(plain) => Transport::Plain(plain),
+            None => {
+                let clients = thread_local::ThreadLocal::new();
+                // Built once here so a client that cannot be built fails at start.
+                clients.get_or_try(Self::client_for_this_thread)?;
+                Transport::Tls { url, clients }
+            }
+        };
         Ok(Self {
-            plain: PlainHttp::new(&url, CONNECT_TIMEOUT),
-            url,
-            clients,
+            transport,
             timeout,
             next_id: AtomicI64::new(1),
         })
@@ -356,50 +368,57 @@ impl HttpUpstream {
         headers: Vec<(HeaderName, HeaderValue)>,
         json_body: Option<Bytes>,
     ) -> Result<Received<'_>, UpstreamError> {
-        if let Some(plain) = &self.plain {
-            let mut request = plain.request(method);
-            for (name, value) in headers {
-                request = request.header(name, value);
-            }
-            if let Some(session) = session_id {
-                request = request.header(HEADER_SESSION_ID, session);
-            }
-            if json_body.is_some() {
-                request = request.header(axum::http::header::CONTENT_TYPE, MEDIA_JSON);
-            }
-            let request = request
-                .body(http_body_util::Full::new(json_body.unwrap_or_default()))
-                .map_err(|e| UpstreamError::Invalid(format!("cannot build the request: {e}")))?;
-            let (response, lease) = self.within(plain.send(request)).await?;
-            let (parts, body) = response.into_parts();
-            return Ok(Received {
-                status: parts.status,
-                session_id: header_text(&parts.headers, HEADER_SESSION_ID),
-                content_type: header_text(&parts.headers, axum::http::header::CONTENT_TYPE),
-                body: ReceivedBody::Plain(body, lease),
-            });
-        }
-        let client = self.clients.get_or_try(Self::client_for_this_thread)?;
-        let mut request = client.request(method, self.url.clone());
-        for (name, value) in headers {
-            request = request.header(name, value);
-        }
+        let mut headers = headers;
         if let Some(session) = session_id {
-            request = request.header(HEADER_SESSION_ID, session);
+            let value = HeaderValue::from_str(session).map_err(|_| {
+                UpstreamError::Invalid(format!("session id {session:?} is not a header value"))
+            })?;
+            headers.push((HeaderName::from_static(HEADER_SESSION_ID), value));
         }
-        if let Some(body) = json_body {
-            request = request
-                .header(reqwest::header::CONTENT_TYPE, MEDIA_JSON)
-                .body(body);
+        if json_body.is_some() {
+            headers.push((
+                axum::http::header::CONTENT_TYPE,
+                HeaderValue::from_static(MEDIA_JSON),
+            ));
         }
-        let sending = async { request.send().await.map_err(|e| super::error_chain(&e)) };
-        let response = self.within(sending).await?;
-        Ok(Received {
-            status: response.status(),
-            session_id: header_text(response.headers(), HEADER_SESSION_ID),
-            content_type: header_text(response.headers(), reqwest::header::CONTENT_TYPE),
-            body: ReceivedBody::Tls(response),
-        })
+        match &self.transport {
+            Transport::Plain(plain) => {
+                let mut request = plain.request(method);
+                if let Some(map) = request.headers_mut() {
+                    map.extend(headers);
+                }
+                let request = request
+                    .body(http_body_util::Full::new(json_body.unwrap_or_default()))
+                    .map_err(|e| {
+                        UpstreamError::Invalid(format!("cannot build the request: {e}"))
+                    })?;
+                let (response, lease) = self.within(plain.send(request)).await?;
+                let (parts, incoming) = response.into_parts();
+                Ok(Received {
+                    status: parts.status,
+                    session_id: header_text(&parts.headers, HEADER_SESSION_ID),
+                    content_type: header_text(&parts.headers, axum::http::header::CONTENT_TYPE),
+                    body: ReceivedBody::Plain(incoming, lease),
+                })
+            }
+            Transport::Tls { url, clients } => {
+                let client = clients.get_or_try(Self::client_for_this_thread)?;
+                let mut request = client
+                    .request(method, url.clone())
+                    .headers(headers.into_iter().collect());
+                if let Some(body) = json_body {
+                    request = request.body(body);
+                }
+                let sending = async { request.send().await.map_err(|e| super::error_chain(&e)) };
+                let response = self.within(sending).await?;
+                Ok(Received {
+                    status: response.status(),
+                    session_id: header_text(response.headers(), HEADER_SESSION_ID),
+                    content_type: header_text(response.headers(), reqwest::header::CONTENT_TYPE),
+                    body: ReceivedBody::Tls(response),
+                })
+            }
+        }
     }
 
     async fn reply(&self, received: Received<'_>) -> Result<Reply, UpstreamError> {

@@ -92,9 +92,6 @@ impl CrdSchema {
     }
 }
 
-/// Items of a list declared `x-kubernetes-list-type: map` must differ in their
-/// `x-kubernetes-list-map-keys`, and those of a `set` must differ: the API server refuses a
-/// duplicate with "Duplicate value".
 /// Structural defaulting of `value` by `schema` (apiextensions-apiserver's order: prune
 /// non-nullable nulls, then default absent fields, then descend).
 pub fn apply_defaults(schema: &Value, value: &mut Value) {
@@ -132,6 +129,9 @@ pub fn apply_defaults(schema: &Value, value: &mut Value) {
     }
 }
 
+/// Items of a list declared `x-kubernetes-list-type: map` must differ in their
+/// `x-kubernetes-list-map-keys`, and those of a `set` must differ: the API server refuses a
+/// duplicate with "Duplicate value".
 fn duplicate_list_keys(schema: &Value, value: &Value, path: &str, out: &mut Vec<FieldError>) {
     match value {
         Value::Object(members) => {

@@ -57,16 +57,23 @@ pub struct TlsFront {
 
 type TlsConnection = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
 
-/// Accept TLS connections on 127.0.0.1, on a thread of their own, each handed to `handle`;
-/// returns the port.
-fn serve_tls<F, Fut>(acceptor: tokio_rustls::TlsAcceptor, handle: F) -> u16
-where
-    F: Fn(TlsConnection) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
+/// A listener on 127.0.0.1 with a port from the OS, and that port.
+fn loopback_listener() -> (std::net::TcpListener, u16) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port();
+    (listener, port)
+}
+
+/// Accept TLS connections on `listener`, on a thread of their own, each handed to `handle`.
+fn serve_tls<F, Fut>(
+    listener: std::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    handle: F,
+) where
+    F: Fn(TlsConnection) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let handle = Arc::new(handle);
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -86,13 +93,13 @@ where
             }
         });
     });
-    port
 }
 
 pub fn start_tls_front(target_port: u16) -> TlsFront {
     let dir = tempfile::tempdir().unwrap();
     let (acceptor, ca_file) = tls_for_loopback(dir.path());
-    let port = serve_tls(acceptor, move |mut tls| async move {
+    let (listener, port) = loopback_listener();
+    serve_tls(listener, acceptor, move |mut tls| async move {
         let Ok(mut plain) = tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await else {
             return;
         };
@@ -110,12 +117,15 @@ pub fn start_issuer() -> Issuer {
     let (acceptor, ca_file) = tls_for_loopback(dir.path());
     let jwks = Arc::new(Mutex::new(json!({"keys": []})));
     let fetches = Arc::new(AtomicUsize::new(0));
-    let (served_jwks, served_fetches) = (jwks.clone(), fetches.clone());
-    let issuer_url = Arc::new(Mutex::new(String::new()));
-    let served_issuer = issuer_url.clone();
-    let port = serve_tls(acceptor, move |mut tls| {
-        let (jwks, fetches) = (served_jwks.clone(), served_fetches.clone());
-        let issuer = served_issuer.lock().unwrap().clone();
+    let (listener, port) = loopback_listener();
+    let url = format!("https://127.0.0.1:{port}");
+    let (served_jwks, served_fetches, served_issuer) = (jwks.clone(), fetches.clone(), url.clone());
+    serve_tls(listener, acceptor, move |mut tls| {
+        let (jwks, fetches, issuer) = (
+            served_jwks.clone(),
+            served_fetches.clone(),
+            served_issuer.clone(),
+        );
         async move {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
             let mut request = Vec::new();
@@ -148,9 +158,6 @@ pub fn start_issuer() -> Issuer {
             let _ = tls.shutdown().await;
         }
     });
-    let url = format!("https://127.0.0.1:{port}");
-    // The metadata names the issuer's own URL, known once the port is.
-    *issuer_url.lock().unwrap() = url.clone();
     Issuer {
         url,
         jwks,
