@@ -410,6 +410,7 @@ fn serve_clients(
                 .build()
                 .map_err(|e| e.to_string())?;
             runtime.block_on(async move {
+                tokio::spawn(keep_a_deadline_pending());
                 axum::serve(Dealt { incoming, local }, app)
                     .with_graceful_shutdown(async move { stopped.cancelled().await })
                     .await
@@ -460,6 +461,23 @@ fn serve_clients(
         outcome
     })
 }
+
+/// A timer that always fires within [`RESIDENT_TICK`], so a worker's timer wheel is never empty.
+///
+/// Tokio wakes its own driver (an eventfd write, then one more epoll round) whenever a new timer
+/// is due before every pending one, and on an idle worker a request's upstream deadline always
+/// is. With this earlier deadline always pending, arming a request's deadline costs no system
+/// call.
+async fn keep_a_deadline_pending() {
+    let mut tick = tokio::time::interval(RESIDENT_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+    }
+}
+
+/// Shorter than any upstream deadline (at least a second), so those never come first.
+const RESIDENT_TICK: Duration = Duration::from_millis(500);
 
 /// The connections the acceptor dealt to one worker, as a listener for `axum::serve`.
 struct Dealt {
