@@ -49,8 +49,10 @@ fn assert_scenario(seen: &Value, hidden_tool: &str, echo: &str) {
     );
 }
 
-fn audit_chain_holds(gateway: &Gateway, secret: &str) -> usize {
-    let lines = gateway.audit_lines();
+/// Lines in the audit log once it has `expected` of them; the chain must hold and no raw
+/// argument may appear.
+fn audit_chain_holds(gateway: &Gateway, secret: &str, expected: usize) -> usize {
+    let lines = gateway.audit_lines_when(|lines| lines.len() >= expected);
     let count = mcp_operator::gateway::audit::verify_chain(lines.iter().map(String::as_str))
         .expect("the audit chain is intact");
     for line in &lines {
@@ -80,9 +82,9 @@ fn python_sdk_client_to_python_sdk_server_in_both_eras() {
     assert_scenario(&stateless, "secret_dump", "hello through the gateway");
 
     // Two runs: echo, progress and a prompt allowed; bad arguments and a hidden tool refused.
-    let lines = gateway.audit_lines();
+    let lines = gateway.audit_lines_when(|lines| lines.len() >= 10);
     assert_eq!(
-        audit_chain_holds(&gateway, "hello through the gateway"),
+        audit_chain_holds(&gateway, "hello through the gateway", 10),
         lines.len()
     );
     let decisions: Vec<String> = lines
@@ -161,7 +163,10 @@ fn python_sdk_client_to_the_npm_reference_server() {
     assert_scenario(&seen, "get-env", "hello through the gateway");
     let auto = python_client(&gateway.url(), "auto", "everything", None);
     assert_scenario(&auto, "get-env", "hello through the gateway");
-    audit_chain_holds(&gateway, "hello through the gateway");
+    assert_eq!(
+        audit_chain_holds(&gateway, "hello through the gateway", 10),
+        10
+    );
 }
 
 #[test]
@@ -409,14 +414,9 @@ fn rate_limits_answer_429_with_retry_after() {
         .unwrap();
     assert!((1..=10).contains(&retry), "Retry-After {retry}");
     assert_eq!(rpc_error_code(&limited.text().unwrap()), Some(-32002));
-    let audit = gateway.audit_lines();
-    assert!(
-        audit
-            .last()
-            .unwrap()
-            .contains("\"decision\":\"rate_limited\""),
-        "{audit:?}"
-    );
+    let limited_line = |line: &String| line.contains("\"decision\":\"rate_limited\"");
+    let audit = gateway.audit_lines_when(|lines| lines.last().is_some_and(limited_line));
+    assert!(audit.last().is_some_and(limited_line), "{audit:?}");
 }
 
 #[test]
@@ -733,13 +733,9 @@ fn pinned_definitions_quarantine_new_and_changed_tools_until_approved() {
         json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "hi"}}}),
     );
     assert!(echoed["result"].is_object(), "{echoed}");
-    let audit_lines = enforce.audit_lines();
-    assert!(
-        audit_lines
-            .iter()
-            .any(|l| l.contains("\"add\"") && l.contains("\"quarantine\"")),
-        "{audit_lines:#?}"
-    );
+    let quarantined = |l: &String| l.contains("\"add\"") && l.contains("\"quarantine\"");
+    let audit_lines = enforce.audit_lines_when(|lines| lines.iter().any(quarantined));
+    assert!(audit_lines.iter().any(quarantined), "{audit_lines:#?}");
 }
 
 /// Managed prompts (the resolved MCPPromptVersions in the gateway configuration) seen by the
@@ -810,7 +806,10 @@ fn managed_prompts_are_served_by_the_gateway_to_the_python_sdk_client() {
         .unwrap();
     assert_eq!(admin["prompts"]["hiddenServerPrompts"], json!(["greet"]));
     let audited: Vec<Value> = gateway
-        .audit_lines()
+        .audit_lines_when(|lines| {
+            lines.iter().any(|l| l.contains("managedPrompt"))
+                && lines.iter().any(|l| l.contains("MCP-PROMPT-002"))
+        })
         .iter()
         .map(|l| serde_json::from_str(l).unwrap())
         .filter(|l: &Value| l["method"] == "prompts/get")

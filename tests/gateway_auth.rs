@@ -475,7 +475,12 @@ fn oauth_resource_server_rejection_matrix_rotation_and_per_tool_access() {
     assert_eq!(modern["protocolVersion"], "2026-07-28");
 
     // Audit lines name the subject, client and deciding rule.
-    let audit = gateway.audit_lines();
+    let audit = gateway.audit_lines_when(|lines| {
+        lines.iter().any(|l| l.contains("\"decision\":\"deny\""))
+            && lines
+                .iter()
+                .any(|l| l.contains(&format!("\"traceId\":\"{trace}\"")))
+    });
     let deny_line: Value = serde_json::from_str(
         audit
             .iter()

@@ -366,7 +366,15 @@ pub async fn run(
     let workers = options.worker_threads.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
-    let serving = serve_clients(listener, server::router(gateway.clone()), workers, &stop)?;
+    let flushing = gateway.clone();
+    let idle: Idle = Arc::new(move || flushing.audit.flush());
+    let serving = serve_clients(
+        listener,
+        server::router(gateway.clone()),
+        workers,
+        idle,
+        &stop,
+    )?;
     let admin_app = server::admin_router(gateway.clone());
     let admin_stopped = stop.clone();
     let serve_admin = axum::serve(admin_listener, admin_app)
@@ -379,8 +387,13 @@ pub async fn run(
     let (a, b) = tokio::join!(serving, serve_admin);
     stop.cancel();
     while tasks.join_next().await.is_some() {}
+    gateway.audit.flush();
     a.and(b.map_err(|e| GatewayError::Setup(e.to_string())))
 }
+
+/// What a serving thread does once its answers are sent: before it waits for more work, and
+/// every [`RESIDENT_TICK`] (writing the pending audit lines).
+type Idle = Arc<dyn Fn() + Send + Sync>;
 
 /// Serve MCP clients on `workers` threads, each with its own single-threaded runtime: a request,
 /// its upstream call and its answer then stay on one thread, with no wake-ups across threads
@@ -390,6 +403,7 @@ fn serve_clients(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     workers: usize,
+    idle: Idle,
     stop: &CancellationToken,
 ) -> Result<impl std::future::Future<Output = Result<(), GatewayError>>, GatewayError> {
     let local = listener
@@ -404,18 +418,24 @@ fn serve_clients(
         let stopped = stop.clone();
         let (done, result) = tokio::sync::oneshot::channel();
         finished.push(result);
+        let idle = idle.clone();
         let serve = move || -> Result<(), String> {
+            let before_waiting = idle.clone();
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
+                .on_thread_park(move || before_waiting())
                 .build()
                 .map_err(|e| e.to_string())?;
-            runtime.block_on(async move {
-                tokio::spawn(keep_a_deadline_pending());
+            let ticking = idle.clone();
+            let served = runtime.block_on(async move {
+                tokio::spawn(resident_tick(ticking));
                 axum::serve(Dealt { incoming, local }, app)
                     .with_graceful_shutdown(async move { stopped.cancelled().await })
                     .await
                     .map_err(|e| e.to_string())
-            })
+            });
+            idle();
+            served
         };
         std::thread::Builder::new()
             .name(format!("gateway-{worker}"))
@@ -462,17 +482,19 @@ fn serve_clients(
     })
 }
 
-/// A timer that always fires within [`RESIDENT_TICK`], so a worker's timer wheel is never empty.
+/// Run `idle` every [`RESIDENT_TICK`]: a busy worker that never waits still writes its audit
+/// lines within that time.
 ///
-/// Tokio wakes its own driver (an eventfd write, then one more epoll round) whenever a new timer
-/// is due before every pending one, and on an idle worker a request's upstream deadline always
-/// is. With this earlier deadline always pending, arming a request's deadline costs no system
-/// call.
-async fn keep_a_deadline_pending() {
+/// The timer also keeps a worker's timer wheel from ever being empty. Tokio wakes its own driver
+/// (an eventfd write, then one more epoll round) whenever a new timer is due before every pending
+/// one, and on an idle worker a request's upstream deadline always is; with this earlier deadline
+/// always pending, arming a request's deadline costs no system call.
+async fn resident_tick(idle: Idle) {
     let mut tick = tokio::time::interval(RESIDENT_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        idle();
     }
 }
 

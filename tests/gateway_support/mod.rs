@@ -17,6 +17,9 @@ use crate::common::{repo, venv_tool};
 
 /// How long a peer may take to start listening.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an audit line may take to appear after its answer (the gateway writes within half a
+/// second even when busy; this allows for a loaded machine).
+pub const AUDIT_WAIT: Duration = Duration::from_secs(10);
 
 /// A child process killed on drop.
 pub struct Process {
@@ -137,12 +140,22 @@ impl Gateway {
         format!("http://{}{path}", self.admin)
     }
 
-    pub fn audit_lines(&self) -> Vec<String> {
-        std::fs::read_to_string(&self.audit_log)
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_owned)
-            .collect()
+    /// The audit log once `complete` holds for its lines, or as it is after [`AUDIT_WAIT`]
+    /// (the caller's assertions then say what is missing). The gateway writes its lines just
+    /// after its answers, so a client that has its answer may still find them unwritten.
+    pub fn audit_lines_when(&self, complete: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let deadline = Instant::now() + AUDIT_WAIT;
+        loop {
+            let lines: Vec<String> = std::fs::read_to_string(&self.audit_log)
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_owned)
+                .collect();
+            if complete(&lines) || Instant::now() > deadline {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     pub fn pid(&self) -> u32 {
