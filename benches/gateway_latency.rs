@@ -103,6 +103,15 @@ fn workers() -> usize {
         .unwrap_or(2)
 }
 
+/// The busy-poll window of the second gateway, in microseconds (`GATEWAY_BENCH_BUSY_POLL`,
+/// default 50: longer than the gaps between one client's back-to-back calls here).
+fn busy_poll_microseconds() -> u16 {
+    std::env::var("GATEWAY_BENCH_BUSY_POLL")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(50)
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -163,6 +172,7 @@ fn start_gateway(
     name: &str,
     upstream: &str,
     issuer: &issuer::Issuer,
+    busy_poll_microseconds: u16,
 ) -> (Killed, SocketAddr, SocketAddr) {
     let mut config = mcp_operator::gateway::local_config(
         "127.0.0.1:0",
@@ -199,6 +209,8 @@ fn start_gateway(
         .env("RUST_LOG", "warn,mcp_operator::gateway=info")
         .arg("--worker-threads")
         .arg(workers().to_string())
+        .arg("--busy-poll-microseconds")
+        .arg(busy_poll_microseconds.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -390,6 +402,14 @@ fn main() {
         "fast",
         &format!("http://{upstream}/mcp"),
         &issuer,
+        0,
+    );
+    let (_polling_gateway, polling_listen, _) = start_gateway(
+        dir.path(),
+        "polling",
+        &format!("http://{upstream}/mcp"),
+        &issuer,
+        busy_poll_microseconds(),
     );
     let targets = [
         Target {
@@ -410,6 +430,12 @@ fn main() {
             token: Some(token.clone()),
             fresh_connections: false,
         },
+        Target {
+            name: "gateway+busy-poll",
+            url: format!("http://{polling_listen}/mcp"),
+            token: Some(token.clone()),
+            fresh_connections: false,
+        },
     ];
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -426,7 +452,12 @@ fn main() {
             .iter()
             .find(|t| t.name == path)
             .expect("a path name");
-        eprintln!("gateway pid {} nginx pid {}", gateway.0.id(), _nginx.0.id());
+        eprintln!(
+            "gateway pid {} busy-poll pid {} nginx pid {}",
+            gateway.0.id(),
+            _polling_gateway.0.id(),
+            _nginx.0.id()
+        );
         let (latencies, rps) =
             runtime.block_on(measure(target, clients, Duration::from_secs(seconds)));
         let s = summarize(latencies, &[rps]);
@@ -437,8 +468,10 @@ fn main() {
         return;
     }
     println!(
-        "# gateway_latency: {} s slices, 3 interleaved rounds per target and concurrency\n",
-        slice.as_secs()
+        "# gateway_latency: {} s slices, 3 interleaved rounds per target and concurrency; {} serving threads; gateway+busy-poll is --busy-poll-microseconds {}\n",
+        slice.as_secs(),
+        workers(),
+        busy_poll_microseconds()
     );
     let mut results: Vec<(usize, &'static str, Summary)> = Vec::new();
     for clients in [1usize, 32] {
@@ -479,16 +512,19 @@ fn main() {
                 .unwrap()
                 .2
         };
-        let (direct, nginx, gateway) = (get("direct"), get("nginx"), get("gateway"));
+        let (direct, nginx) = (get("direct"), get("nginx"));
         let added = |s: &Summary, d: &Summary| (s.p50 - d.p50, s.p99 - d.p99);
         let (n50, n99) = added(nginx, direct);
-        let (g50, g99) = added(gateway, direct);
-        println!(
-            "- {clients} client(s): added p50 gateway {g50:.3} ms vs nginx {n50:.3} ms (ratio {:.2}, target ≤ 1.5); added p99 gateway {g99:.3} ms vs nginx {n99:.3} ms (ratio {:.2}, target ≤ 2); throughput gateway/nginx {:.2} (target ≥ 0.7 at 32)",
-            g50 / n50,
-            g99 / n99,
-            gateway.rps / nginx.rps
-        );
+        for name in ["gateway", "gateway+busy-poll"] {
+            let gateway = get(name);
+            let (g50, g99) = added(gateway, direct);
+            println!(
+                "- {clients} client(s), {name}: added p50 {g50:.3} ms vs nginx {n50:.3} ms (ratio {:.2}, target ≤ 1.5); added p99 {g99:.3} ms vs nginx {n99:.3} ms (ratio {:.2}, target ≤ 2); throughput vs nginx {:.2} (target ≥ 0.7 at 32)",
+                g50 / n50,
+                g99 / n99,
+                gateway.rps / nginx.rps
+            );
+        }
     }
 
     // Memory: idle, then with 1,000 open sessions.
@@ -525,7 +561,7 @@ fn main() {
         "http://127.0.0.1:{}/mcp",
         line.trim().strip_prefix("PORT ").unwrap()
     );
-    let (_py_gateway, py_listen, _) = start_gateway(dir.path(), "python", &python_url, &issuer);
+    let (_py_gateway, py_listen, _) = start_gateway(dir.path(), "python", &python_url, &issuer, 0);
     let py_targets = [
         Target {
             name: "python direct, keep-alive",

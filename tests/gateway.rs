@@ -419,6 +419,62 @@ fn rate_limits_answer_429_with_retry_after() {
     assert!(audit.last().is_some_and(limited_line), "{audit:?}");
 }
 
+/// CPU time the gateway's serving thread `name` has run, from the kernel's schedstat.
+fn thread_run_time(pid: u32, name: &str) -> Duration {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        if std::fs::read_to_string(task.join("comm")).unwrap().trim() == name {
+            let schedstat = std::fs::read_to_string(task.join("schedstat")).unwrap();
+            let nanos = schedstat
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            return Duration::from_nanos(nanos);
+        }
+    }
+    panic!("the gateway has no thread named {name}");
+}
+
+#[test]
+fn busy_polling_serves_calls_and_stops_once_requests_stop() {
+    let server = fastmcp(&[], None);
+    let gateway = start_gateway(
+        &config(http_upstream(server.port)),
+        &["--worker-threads", "1", "--busy-poll-microseconds", "10000"],
+        &[],
+    );
+    gateway.wait_ready();
+    let client = http();
+    let session = initialize(&client, &gateway.url());
+    for n in 0..20 {
+        let text = format!("call {n}");
+        let answer = rpc(
+            &client,
+            &gateway.url(),
+            &session,
+            json!({"jsonrpc": "2.0", "id": n, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": text}}}),
+        );
+        assert!(answer.to_string().contains(&text), "{answer}");
+    }
+    // Once no request has come for the 10 ms window, the serving thread sleeps: over a quiet
+    // 100 ms it runs for almost nothing (a poller that never stopped would run all of it).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let before = thread_run_time(gateway.pid(), "gateway-0");
+        std::thread::sleep(Duration::from_millis(100));
+        let ran = thread_run_time(gateway.pid(), "gateway-0") - before;
+        if ran < Duration::from_millis(5) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the serving thread still ran {ran:?} of 100 ms long after the last request"
+        );
+    }
+}
+
 #[test]
 fn admin_port_serves_inventory_health_and_metrics() {
     let server = fastmcp(&[], None);

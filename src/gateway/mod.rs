@@ -6,12 +6,13 @@
 //! Parts, each a plain module tested on its own: [`protocol`] (messages, eras, headers),
 //! [`auth`] (tokens, JWKS, metadata), [`access`] (per-tool rules), [`inventory`] (tool
 //! definitions and hashes), [`limits`] (token buckets), [`audit`] (hash-chained log),
-//! [`sessions`], [`metrics`], [`upstream`] (HTTP and stdio servers) and [`server`] (the HTTP
-//! handlers that call them in order).
+//! [`sessions`], [`metrics`], [`upstream`] (HTTP and stdio servers), [`busy_poll`] (an opt-in
+//! latency setting) and [`server`] (the HTTP handlers that call them in order).
 
 pub mod access;
 pub mod audit;
 pub mod auth;
+pub mod busy_poll;
 pub mod inventory;
 pub mod limits;
 pub mod metrics;
@@ -69,6 +70,9 @@ pub struct GatewayOptions {
     pub audit_log: Option<PathBuf>,
     /// Threads serving MCP clients; `None` is one per CPU this process may use.
     pub worker_threads: Option<usize>,
+    /// How long a serving thread keeps polling after a request before it sleeps; zero is off
+    /// (see [`busy_poll`]).
+    pub busy_poll: Duration,
 }
 
 /// Why the gateway cannot start.
@@ -371,8 +375,11 @@ pub async fn run(
     let serving = serve_clients(
         listener,
         server::router(gateway.clone()),
-        workers,
-        idle,
+        Workers {
+            count: workers,
+            busy_poll: options.busy_poll,
+            idle,
+        },
         &stop,
     )?;
     let admin_app = server::admin_router(gateway.clone());
@@ -395,6 +402,14 @@ pub async fn run(
 /// every [`RESIDENT_TICK`] (writing the pending audit lines).
 type Idle = Arc<dyn Fn() + Send + Sync>;
 
+/// The serving threads and how they behave between requests.
+struct Workers {
+    count: usize,
+    /// See [`busy_poll`].
+    busy_poll: Duration,
+    idle: Idle,
+}
+
 /// Serve MCP clients on `workers` threads, each with its own single-threaded runtime: a request,
 /// its upstream call and its answer then stay on one thread, with no wake-ups across threads
 /// (what a work-stealing runtime pays on every request). One acceptor deals connections to the
@@ -402,8 +417,7 @@ type Idle = Arc<dyn Fn() + Send + Sync>;
 fn serve_clients(
     listener: tokio::net::TcpListener,
     app: axum::Router,
-    workers: usize,
-    idle: Idle,
+    workers: Workers,
     stop: &CancellationToken,
 ) -> Result<impl std::future::Future<Output = Result<(), GatewayError>>, GatewayError> {
     let local = listener
@@ -411,7 +425,12 @@ fn serve_clients(
         .map_err(|e| GatewayError::Setup(e.to_string()))?;
     let mut queues = Vec::new();
     let mut finished = Vec::new();
-    for worker in 0..workers.max(1) {
+    let Workers {
+        count,
+        busy_poll,
+        idle,
+    } = workers;
+    for worker in 0..count.max(1) {
         let (queue, incoming) = tokio::sync::mpsc::unbounded_channel();
         queues.push(queue);
         let app = app.clone();
@@ -420,6 +439,7 @@ fn serve_clients(
         finished.push(result);
         let idle = idle.clone();
         let serve = move || -> Result<(), String> {
+            busy_poll::enable_on_this_thread(busy_poll);
             let before_waiting = idle.clone();
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -401,6 +401,7 @@ fn is_audited(method: &str) -> bool {
 }
 
 async fn post(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
+    let _activity = super::busy_poll::Activity::begin();
     let started = Instant::now();
     let (parts, request_body) = request.into_parts();
     let headers = parts.headers;
@@ -1106,6 +1107,7 @@ async fn session_request(
 }
 
 async fn get(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
+    let _activity = super::busy_poll::Activity::begin();
     let (parts, _) = request.into_parts();
     let (_, accepts_sse) = protocol::accepts(&parts.headers);
     let (session, principal) =
@@ -1155,6 +1157,7 @@ async fn get(State(gateway): State<Arc<Gateway>>, request: Request) -> Response 
 }
 
 async fn delete(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
+    let _activity = super::busy_poll::Activity::begin();
     let (parts, _) = request.into_parts();
     let (session, _) = match session_request(&gateway, &parts.headers, parts.uri.query()).await {
         Ok(found) => found,
