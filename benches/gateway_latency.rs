@@ -22,6 +22,9 @@ use mcp_operator::api::gateway_config::{GatewayAuthentication, Upstream};
 use serde_json::{Value, json};
 
 const RESOURCE: &str = "https://bench.example.test/mcp";
+/// Interleaved rounds per path and concurrency: on a shared two-CPU machine one slice can land on
+/// a bad placement of the threads, and more rounds make one such slice count for less.
+const ROUNDS: usize = 5;
 
 struct Killed(Child);
 impl Drop for Killed {
@@ -468,7 +471,7 @@ fn main() {
         return;
     }
     println!(
-        "# gateway_latency: {} s slices, 3 interleaved rounds per target and concurrency; {} serving threads; gateway+busy-poll is --busy-poll-microseconds {}\n",
+        "# gateway_latency: {} s slices, {ROUNDS} interleaved rounds per target and concurrency; {} serving threads; gateway+busy-poll is --busy-poll-microseconds {}\n",
         slice.as_secs(),
         workers(),
         busy_poll_microseconds()
@@ -480,7 +483,7 @@ fn main() {
         }
         let mut latencies: Vec<Vec<u32>> = vec![Vec::new(); targets.len()];
         let mut rps: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
-        for _round in 0..3 {
+        for _round in 0..ROUNDS {
             for (i, target) in targets.iter().enumerate() {
                 let (l, r) = runtime.block_on(measure(target, clients, slice));
                 latencies[i].extend(l);
