@@ -445,6 +445,33 @@ fn stdio_servers_run_behind_the_wrapper() {
 }
 
 #[test]
+fn busy_polling_reaches_the_gateway_command_line_only_when_asked_for() {
+    let gateway_args = |extra_spec: &str| {
+        let d = desired(&http_server(extra_spec), &[], &[]);
+        let gateway = pod(&d)
+            .containers
+            .iter()
+            .find(|c| c.name == "gateway")
+            .unwrap();
+        gateway.args.clone().unwrap()
+    };
+    let polling = gateway_args("  gateway: {busyPollMicroseconds: 50}\n");
+    let flag = polling
+        .iter()
+        .position(|a| a == "--busy-poll-microseconds")
+        .expect("the flag is passed");
+    assert_eq!(polling[flag + 1], "50");
+    for off in ["", "  gateway: {busyPollMicroseconds: 0}\n"] {
+        assert!(
+            !gateway_args(off)
+                .iter()
+                .any(|a| a.starts_with("--busy-poll")),
+            "off for {off:?}"
+        );
+    }
+}
+
+#[test]
 fn configuration_changes_roll_the_pods() {
     let hash = |d: &DesiredState| pod_annotation(d);
     let base = desired(&http_server(""), &[], &[]);

@@ -459,6 +459,12 @@ pub struct GatewaySettings {
     /// Request rate limits applied per caller.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+    /// Microseconds the gateway keeps polling for the next request after one starts or ends,
+    /// instead of sleeping (`--busy-poll-microseconds`): lower latency for back-to-back calls,
+    /// paid in CPU time that counts against the container's CPU limit. Off when absent or 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub busy_poll_microseconds: Option<i32>,
 }
 
 /// User and group ids of the pod.

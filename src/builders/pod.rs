@@ -300,6 +300,14 @@ fn gateway_args(spec: &MCPServerSpec, config_path: String) -> Vec<String> {
     if spec.authentication.is_none() {
         args.push("--allow-unauthenticated".into());
     }
+    if let Some(window) = spec
+        .gateway
+        .as_ref()
+        .and_then(|g| g.busy_poll_microseconds)
+        .filter(|&window| window > 0)
+    {
+        args.extend(["--busy-poll-microseconds".into(), window.to_string()]);
+    }
     args
 }
 
