@@ -283,7 +283,8 @@ enum Transport {
     /// `https://`: a pooled reqwest client per serving thread.
     Tls {
         url: reqwest::Url,
-        clients: thread_local::ThreadLocal<reqwest::Client>,
+        /// Boxed: the table is large, and the plain variant is a pointer or two.
+        clients: Box<thread_local::ThreadLocal<reqwest::Client>>,
     },
 }
 
@@ -321,7 +322,7 @@ impl HttpUpstream {
         let transport = match PlainHttp::new(&url, CONNECT_TIMEOUT) {
             Some(plain) => Transport::Plain(plain),
             None => {
-                let clients = thread_local::ThreadLocal::new();
+                let clients = Box::new(thread_local::ThreadLocal::new());
                 // Built once here so a client that cannot be built fails at start.
                 clients.get_or_try(Self::client_for_this_thread)?;
                 Transport::Tls { url, clients }
