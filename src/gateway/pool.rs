@@ -206,6 +206,25 @@ mod tests {
     use http_body_util::BodyExt as _;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
+    /// A listener on a port from the OS, and the MCP URL on it.
+    async fn listen() -> (tokio::net::TcpListener, url::Url) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url =
+            url::Url::parse(&format!("http://{}/mcp", listener.local_addr().unwrap())).unwrap();
+        (listener, url)
+    }
+
+    /// POST `{}` through `pool`; the whole answer body and the connection's lease.
+    async fn call(pool: &PlainHttp) -> (Bytes, Lease<'_>) {
+        let request = pool
+            .request(axum::http::Method::POST)
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .unwrap();
+        let (response, lease) = pool.send(request).await.unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (body, lease)
+    }
+
     /// A server that answers one request per connection with keep-alive, then closes it when
     /// told to, as a server whose keep-alive timeout is shorter than the gateway's idle time does.
     async fn one_answer_per_connection(
@@ -242,20 +261,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_the_server_closed_is_replaced() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url =
-            url::Url::parse(&format!("http://{}/mcp", listener.local_addr().unwrap())).unwrap();
+        let (listener, url) = listen().await;
         let (close, closing) = tokio::sync::mpsc::unbounded_channel();
         let (closed, mut was_closed) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(one_answer_per_connection(listener, closing, closed));
         let pool = PlainHttp::new(&url, Duration::from_secs(5)).unwrap();
         for expected in 0..3 {
-            let request = pool
-                .request(axum::http::Method::POST)
-                .body(Full::new(Bytes::from_static(b"{}")))
-                .unwrap();
-            let (response, lease) = pool.send(request).await.unwrap();
-            let body = response.into_body().collect().await.unwrap().to_bytes();
+            let (body, lease) = call(&pool).await;
             assert_eq!(body, format!("answer {expected}"));
             lease.give_back();
             // The server closes the idle connection that was just given back.
@@ -301,22 +313,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_not_given_back_is_replaced_before_the_next_request() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url =
-            url::Url::parse(&format!("http://{}/mcp", listener.local_addr().unwrap())).unwrap();
+        let (listener, url) = listen().await;
         let (accepted, mut was_accepted) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(numbered_connections(listener, accepted));
         let pool = PlainHttp::new(&url, Duration::from_secs(5)).unwrap();
-        let call = || async {
-            let request = pool
-                .request(axum::http::Method::POST)
-                .body(Full::new(Bytes::from_static(b"{}")))
-                .unwrap();
-            let (response, lease) = pool.send(request).await.unwrap();
-            let body = response.into_body().collect().await.unwrap().to_bytes();
-            (body, lease)
-        };
-        let (body, lease) = call().await;
+        let (body, lease) = call(&pool).await;
         assert_eq!(body, "answer 0");
         drop(lease); // as after an SSE answer
         assert_eq!(was_accepted.recv().await, Some(0));
@@ -332,10 +333,10 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "no spare was kept");
             tokio::task::yield_now().await;
         }
-        let (body, lease) = call().await;
+        let (body, lease) = call(&pool).await;
         assert_eq!(body, "answer 1", "the next request goes on the spare");
         lease.give_back();
-        let (body, _lease) = call().await;
+        let (body, _lease) = call(&pool).await;
         assert_eq!(body, "answer 1", "a connection given back is reused");
         assert!(
             was_accepted.try_recv().is_err(),
