@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use axum::http::HeaderMap;
 use mcp_operator::api::common::{RuleAction, SubjectMatcher, ToolAccessRule};
 use mcp_operator::api::gateway_config::{GatewayAuthentication, Upstream};
+use nix::sched::CpuSet;
 use serde_json::{Value, json};
 
 const RESOURCE: &str = "https://bench.example.test/mcp";
@@ -113,6 +114,96 @@ fn busy_poll_microseconds() -> u16 {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(50)
+}
+
+/// Where the parties run (`GATEWAY_BENCH_PLACEMENT`).
+///
+/// `free` (the default): no pinning, as the kernel places them.
+///
+/// `pinned`: the clients on the first half of the CPUs; the upstream and the proxy
+/// under test (nginx's workers, the gateway's threads) on the other half, as a sidecar sits next
+/// to its server with the clients elsewhere. Every path then has the same wake-up topology: two
+/// hops across CPUs per call (client to server side and back), the proxy and the upstream
+/// waking each other on one side. Left free, the kernel settles the three parties into one of
+/// several stable placements per run, and on a virtual machine, where a wake-up on another CPU
+/// costs about 20 µs, which one it picks moves the one-client figures more than the proxies'
+/// own work does. Pinned, though, the proxy shares its CPUs with the upstream, so its CPU time
+/// adds to the upstream's (the Python SDK server's above all) where left free it would often run
+/// beside it.
+#[derive(Clone)]
+struct Placement {
+    clients: Option<CpuSet>,
+    server_side: Option<CpuSet>,
+}
+
+impl Placement {
+    fn from_env() -> Self {
+        let free = Self {
+            clients: None,
+            server_side: None,
+        };
+        let wanted = std::env::var("GATEWAY_BENCH_PLACEMENT").unwrap_or_else(|_| "free".into());
+        match wanted.as_str() {
+            "free" => free,
+            "pinned" => {
+                let cpus: Vec<usize> = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
+                    .map(|set| {
+                        (0..CpuSet::count())
+                            .filter(|&c| set.is_set(c).unwrap_or(false))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if cpus.len() < 2 {
+                    return free;
+                }
+                let (clients, server_side) = cpus.split_at(cpus.len() / 2);
+                let set = |cpus: &[usize]| {
+                    let mut set = CpuSet::new();
+                    for &cpu in cpus {
+                        set.set(cpu).unwrap();
+                    }
+                    set
+                };
+                Self {
+                    clients: Some(set(clients)),
+                    server_side: Some(set(server_side)),
+                }
+            }
+            other => panic!("GATEWAY_BENCH_PLACEMENT is pinned or free, not {other:?}"),
+        }
+    }
+
+    fn describe(&self) -> String {
+        let list = |set: &CpuSet| {
+            (0..CpuSet::count())
+                .filter(|&c| set.is_set(c).unwrap_or(false))
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        match (&self.clients, &self.server_side) {
+            (Some(c), Some(s)) => format!(
+                "pinned: clients on CPU {}, upstream and proxy on CPU {}",
+                list(c),
+                list(s)
+            ),
+            _ => "free: placed by the kernel".into(),
+        }
+    }
+
+    /// Run `start` on the server side's CPUs: the threads and processes it starts stay there.
+    fn on_server_side<T>(&self, start: impl FnOnce() -> T) -> T {
+        pin_this_thread(self.server_side.as_ref());
+        let started = start();
+        pin_this_thread(self.clients.as_ref());
+        started
+    }
+}
+
+fn pin_this_thread(cpus: Option<&CpuSet>) {
+    if let Some(cpus) = cpus {
+        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), cpus).unwrap();
+    }
 }
 
 fn free_port() -> u16 {
@@ -397,23 +488,29 @@ fn main() {
     *issuer.jwks.lock().unwrap() = json!({"keys": [key.jwk()]});
     let token = key.sign(&json!({"iss": issuer.url, "sub": "bench", "aud": RESOURCE, "scope": "mcp:tools", "groups": ["eng"], "iat": issuer::now(), "exp": issuer::now() + 3600}));
 
-    let upstream = start_fast_upstream();
-    wait_for_port(upstream);
-    let (_nginx, nginx) = start_nginx(dir.path(), upstream);
-    let (gateway, listen, _admin) = start_gateway(
-        dir.path(),
-        "fast",
-        &format!("http://{upstream}/mcp"),
-        &issuer,
-        0,
-    );
-    let (_polling_gateway, polling_listen, _) = start_gateway(
-        dir.path(),
-        "polling",
-        &format!("http://{upstream}/mcp"),
-        &issuer,
-        busy_poll_microseconds(),
-    );
+    let placement = Placement::from_env();
+    let (
+        upstream,
+        (_nginx, nginx),
+        (gateway, listen, _admin),
+        (_polling_gateway, polling_listen, _),
+    ) = placement.on_server_side(|| {
+        let upstream = start_fast_upstream();
+        wait_for_port(upstream);
+        let upstream_url = format!("http://{upstream}/mcp");
+        (
+            upstream,
+            start_nginx(dir.path(), upstream),
+            start_gateway(dir.path(), "fast", &upstream_url, &issuer, 0),
+            start_gateway(
+                dir.path(),
+                "polling",
+                &upstream_url,
+                &issuer,
+                busy_poll_microseconds(),
+            ),
+        )
+    });
     let targets = [
         Target {
             name: "direct",
@@ -440,8 +537,10 @@ fn main() {
             fresh_connections: false,
         },
     ];
+    let client_cpus = placement.clients;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_start(move || pin_this_thread(client_cpus.as_ref()))
         .build()
         .unwrap();
     // Profiling aid: `GATEWAY_BENCH_PROFILE=SECONDS[,PATH[,CLIENTS]]` loads only one path
@@ -471,10 +570,11 @@ fn main() {
         return;
     }
     println!(
-        "# gateway_latency: {} s slices, {ROUNDS} interleaved rounds per target and concurrency; {} serving threads; gateway+busy-poll is --busy-poll-microseconds {}\n",
+        "# gateway_latency: {} s slices, {ROUNDS} interleaved rounds per target and concurrency; {} serving threads; gateway+busy-poll is --busy-poll-microseconds {}; placement {}\n",
         slice.as_secs(),
         workers(),
-        busy_poll_microseconds()
+        busy_poll_microseconds(),
+        placement.describe()
     );
     let mut results: Vec<(usize, &'static str, Summary)> = Vec::new();
     for clients in [1usize, 32] {
@@ -548,13 +648,15 @@ fn main() {
     );
 
     // A realistic upstream: the official Python SDK server, direct and through the gateway.
-    let mut python = Command::new(venv_python())
-        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/fastmcp_server.py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the Python SDK is installed in .venv (scripts/test.sh)");
+    let mut python = placement.on_server_side(|| {
+        Command::new(venv_python())
+            .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/fastmcp_server.py"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the Python SDK is installed in .venv (scripts/test.sh)")
+    });
     let mut line = String::new();
     BufReader::new(python.stdout.take().unwrap())
         .read_line(&mut line)
@@ -564,7 +666,8 @@ fn main() {
         "http://127.0.0.1:{}/mcp",
         line.trim().strip_prefix("PORT ").unwrap()
     );
-    let (_py_gateway, py_listen, _) = start_gateway(dir.path(), "python", &python_url, &issuer, 0);
+    let (_py_gateway, py_listen, _) =
+        placement.on_server_side(|| start_gateway(dir.path(), "python", &python_url, &issuer, 0));
     let py_targets = [
         Target {
             name: "python direct, keep-alive",

@@ -277,7 +277,7 @@ pub fn build(
         inventory: RwLock::new(inventory::Inventory::default()),
         inventory_refresh: tokio::sync::Mutex::new(()),
         tools_changed,
-        audit: audit::AuditLog::new(audit_sink),
+        audit: Arc::new(audit::AuditLog::new(audit_sink)),
         metrics: metrics::Metrics::new(),
         max_body,
         allowed_origins: config.allowed_origins.clone(),
@@ -370,15 +370,18 @@ pub async fn run(
     let workers = options.worker_threads.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
-    let flushing = gateway.clone();
-    let idle: Idle = Arc::new(move || flushing.audit.flush());
+    // Dropping `stop_writing` ends the writer thread, after one last write.
+    let (stop_writing, writing_stopped) = std::sync::mpsc::channel::<()>();
+    gateway
+        .audit
+        .spawn_writer(writing_stopped)
+        .map_err(|e| GatewayError::Setup(format!("cannot start the audit writer thread: {e}")))?;
     let serving = serve_clients(
         listener,
         server::router(gateway.clone()),
         Workers {
             count: workers,
             busy_poll: options.busy_poll,
-            idle,
         },
         &stop,
     )?;
@@ -394,20 +397,16 @@ pub async fn run(
     let (a, b) = tokio::join!(serving, serve_admin);
     stop.cancel();
     while tasks.join_next().await.is_some() {}
+    drop(stop_writing);
     gateway.audit.flush();
     a.and(b.map_err(|e| GatewayError::Setup(e.to_string())))
 }
-
-/// What a serving thread does once its answers are sent: before it waits for more work, and
-/// every [`RESIDENT_TICK`] (writing the pending audit lines).
-type Idle = Arc<dyn Fn() + Send + Sync>;
 
 /// The serving threads and how they behave between requests.
 struct Workers {
     count: usize,
     /// See [`busy_poll`].
     busy_poll: Duration,
-    idle: Idle,
 }
 
 /// Serve MCP clients on `workers` threads, each with its own single-threaded runtime: a request,
@@ -425,11 +424,7 @@ fn serve_clients(
         .map_err(|e| GatewayError::Setup(e.to_string()))?;
     let mut queues = Vec::new();
     let mut finished = Vec::new();
-    let Workers {
-        count,
-        busy_poll,
-        idle,
-    } = workers;
+    let Workers { count, busy_poll } = workers;
     for worker in 0..count.max(1) {
         let (queue, incoming) = tokio::sync::mpsc::unbounded_channel();
         queues.push(queue);
@@ -437,25 +432,19 @@ fn serve_clients(
         let stopped = stop.clone();
         let (done, result) = tokio::sync::oneshot::channel();
         finished.push(result);
-        let idle = idle.clone();
         let serve = move || -> Result<(), String> {
             busy_poll::enable_on_this_thread(busy_poll);
-            let before_waiting = idle.clone();
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
-                .on_thread_park(move || before_waiting())
                 .build()
                 .map_err(|e| e.to_string())?;
-            let ticking = idle.clone();
-            let served = runtime.block_on(async move {
-                tokio::spawn(resident_tick(ticking));
+            runtime.block_on(async move {
+                tokio::spawn(resident_timer());
                 axum::serve(Dealt { incoming, local }, app)
                     .with_graceful_shutdown(async move { stopped.cancelled().await })
                     .await
                     .map_err(|e| e.to_string())
-            });
-            idle();
-            served
+            })
         };
         std::thread::Builder::new()
             .name(format!("gateway-{worker}"))
@@ -502,19 +491,15 @@ fn serve_clients(
     })
 }
 
-/// Run `idle` every [`RESIDENT_TICK`]: a busy worker that never waits still writes its audit
-/// lines within that time.
-///
-/// The timer also keeps a worker's timer wheel from ever being empty. Tokio wakes its own driver
-/// (an eventfd write, then one more epoll round) whenever a new timer is due before every pending
-/// one, and on an idle worker a request's upstream deadline always is; with this earlier deadline
-/// always pending, arming a request's deadline costs no system call.
-async fn resident_tick(idle: Idle) {
+/// Keep a worker's timer wheel from ever being empty. Tokio wakes its own driver (an eventfd
+/// write, then one more epoll round) whenever a new timer is due before every pending one, and on
+/// an idle worker a request's upstream deadline always is; with this earlier deadline always
+/// pending, arming a request's deadline costs no system call.
+async fn resident_timer() {
     let mut tick = tokio::time::interval(RESIDENT_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        idle();
     }
 }
 

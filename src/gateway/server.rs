@@ -58,7 +58,7 @@ pub struct Gateway {
     pub(super) inventory: RwLock<Inventory>,
     pub(super) inventory_refresh: tokio::sync::Mutex<()>,
     pub(super) tools_changed: Arc<Notify>,
-    pub(super) audit: AuditLog,
+    pub(super) audit: Arc<AuditLog>,
     pub(super) metrics: Metrics,
     pub(super) max_body: usize,
     pub(super) allowed_origins: Vec<String>,
@@ -374,7 +374,7 @@ impl Audit {
                 record.decided_by = by;
             }
             record.latency_ms = elapsed.as_secs_f64() * 1000.0;
-            self.gateway.audit.append(&record);
+            self.gateway.audit.append(record);
         }
     }
 }
