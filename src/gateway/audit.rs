@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::inventory::definition_hash;
 use crate::builders::gateway::sha256_hex;
 
 /// `prev` of the first line.
@@ -51,6 +52,27 @@ pub struct AuditRecord {
     pub trace_id: Option<String>,
 }
 
+/// What a record's hashed fields are computed from, on the writer thread rather than on the
+/// request's path; held in memory only until then, never written.
+#[derive(Debug, Default)]
+pub struct Unhashed {
+    /// Becomes [`AuditRecord::session`].
+    pub session_id: Option<String>,
+    /// Becomes [`AuditRecord::arguments_sha256`].
+    pub arguments: Option<serde_json::Value>,
+}
+
+impl Unhashed {
+    fn fill(self, record: &mut AuditRecord) {
+        if let Some(session) = self.session_id {
+            record.session = Some(sha256_hex(session.as_bytes()));
+        }
+        if let Some(arguments) = &self.arguments {
+            record.arguments_sha256 = Some(definition_hash(arguments));
+        }
+    }
+}
+
 /// The chain's head and the sink, held by whichever thread is writing.
 struct Writer {
     prev: String,
@@ -76,7 +98,7 @@ pub const WRITE_EVERY: Duration = Duration::from_millis(50);
 /// request: with one client it was about 3 µs of each `tools/call`, and a 64 KiB write now and
 /// then on a thread that never waited (see `benches/gateway_latency.rs`).
 pub struct AuditLog {
-    queued: Mutex<Vec<AuditRecord>>,
+    queued: Mutex<Vec<(AuditRecord, Unhashed)>>,
     writer: Mutex<Writer>,
 }
 
@@ -96,9 +118,14 @@ impl AuditLog {
     /// Queue one record; it is chained to the line before it when written, by the next
     /// [`AuditLog::flush`].
     pub fn append(&self, record: AuditRecord) {
+        self.append_unhashed(record, Unhashed::default());
+    }
+
+    /// [`AuditLog::append`], with the hashed fields still to compute from `unhashed`.
+    pub fn append_unhashed(&self, record: AuditRecord, unhashed: Unhashed) {
         let waiting = {
             let mut queued = lock(&self.queued);
-            queued.push(record);
+            queued.push((record, unhashed));
             queued.len()
         };
         if waiting >= WRITE_AT_RECORDS {
@@ -115,7 +142,7 @@ impl AuditLog {
             if records.is_empty() {
                 return;
             }
-            writer.write(&records);
+            writer.write(records);
         }
     }
 
@@ -140,11 +167,12 @@ impl AuditLog {
 }
 
 impl Writer {
-    fn write(&mut self, records: &[AuditRecord]) {
+    fn write(&mut self, records: Vec<(AuditRecord, Unhashed)>) {
         self.batch.clear();
-        for record in records {
+        for (mut record, unhashed) in records {
+            unhashed.fill(&mut record);
             let start = self.batch.len();
-            if let Err(e) = serde_json::to_writer(&mut self.batch, record) {
+            if let Err(e) = serde_json::to_writer(&mut self.batch, &record) {
                 tracing::error!(error = %e, "cannot serialise an audit record");
                 self.batch.truncate(start);
                 continue;
@@ -316,6 +344,32 @@ mod tests {
         drop(stop);
         writer.join().unwrap();
         assert_eq!(verify_chain(written(&buffer).lines()), Ok(5));
+    }
+
+    #[test]
+    fn session_ids_and_arguments_are_written_only_as_their_hashes() {
+        let buffer = Shared::default();
+        let log = AuditLog::new(Box::new(buffer.clone()));
+        let arguments = serde_json::json!({"text": "secret words", "n": 1});
+        log.append_unhashed(
+            record(0),
+            Unhashed {
+                session_id: Some("session-123".into()),
+                arguments: Some(arguments.clone()),
+            },
+        );
+        log.flush();
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            !text.contains("session-123") && !text.contains("secret words"),
+            "{text}"
+        );
+        let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(line["session"], sha256_hex(b"session-123"));
+        // The hash of the canonical form: member order does not matter.
+        let reordered: serde_json::Value =
+            serde_json::from_str(r#"{"n": 1, "text": "secret words"}"#).unwrap();
+        assert_eq!(line["argumentsSha256"], definition_hash(&reordered));
     }
 
     #[test]

@@ -19,9 +19,9 @@ use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use super::access::{AccessPolicy, Principal};
-use super::audit::{AuditLog, AuditRecord};
+use super::audit::{AuditLog, AuditRecord, Unhashed};
 use super::auth::{AuthError, Authenticator, PROTECTED_RESOURCE_PATH};
-use super::inventory::{Inventory, ToolRecord, definition_hash, filter_tools_result, rfc3339};
+use super::inventory::{Inventory, ToolRecord, filter_tools_result, rfc3339};
 use super::limits::RateLimits;
 use super::metrics::{Metrics, decision};
 use super::prompts::ManagedPrompts;
@@ -359,6 +359,8 @@ fn parent_context(headers: &HeaderMap) -> opentelemetry::Context {
 struct Audit {
     gateway: Arc<Gateway>,
     record: Option<AuditRecord>,
+    /// Hashed into `record` on the audit writer thread.
+    unhashed: Unhashed,
     started: Instant,
     method: String,
 }
@@ -374,7 +376,9 @@ impl Audit {
                 record.decided_by = by;
             }
             record.latency_ms = elapsed.as_secs_f64() * 1000.0;
-            self.gateway.audit.append(record);
+            self.gateway
+                .audit
+                .append_unhashed(record, std::mem::take(&mut self.unhashed));
         }
     }
 }
@@ -532,12 +536,8 @@ async fn post(State(gateway): State<Arc<Gateway>>, request: Request) -> Response
     }
     let is_request = id.is_some();
     let audited = is_request && is_audited(&method);
-    let hashed_session = session_id
-        .as_deref()
-        .filter(|_| audited || !span.is_disabled())
-        .map(|s| sha256_hex(s.as_bytes()));
-    if let Some(hashed) = &hashed_session {
-        span.record("mcp.session.id", hashed.as_str());
+    if let Some(session) = session_id.as_deref().filter(|_| !span.is_disabled()) {
+        span.record("mcp.session.id", sha256_hex(session.as_bytes()).as_str());
     }
     // Computed once: the upstream gets it, and the audit line names its trace.
     let trace = trace_headers(&span, &headers);
@@ -551,18 +551,23 @@ async fn post(State(gateway): State<Arc<Gateway>>, request: Request) -> Response
                 method: method.clone(),
                 subject: principal.subject.clone(),
                 client_id: principal.client_id.clone(),
-                session: hashed_session,
+                session: None,
                 target: target.clone(),
                 tool_sha256: None,
-                arguments_sha256: message
-                    .params()
-                    .and_then(|p| p.get("arguments"))
-                    .map(definition_hash),
+                arguments_sha256: None,
                 decision: decision::ALLOW,
                 decided_by: String::new(),
                 latency_ms: 0.0,
                 trace_id: trace_id(&trace),
             }),
+            unhashed: if audited {
+                Unhashed {
+                    session_id: session_id.clone(),
+                    arguments: message.params().and_then(|p| p.get("arguments")).cloned(),
+                }
+            } else {
+                Unhashed::default()
+            },
             started,
             method: method.clone(),
         };
@@ -1141,6 +1146,7 @@ async fn get(State(gateway): State<Arc<Gateway>>, request: Request) -> Response 
                     audit: Audit {
                         gateway: gateway.clone(),
                         record: None,
+                        unhashed: Unhashed::default(),
                         started: Instant::now(),
                         method: "GET".into(),
                     },
