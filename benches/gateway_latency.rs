@@ -564,8 +564,8 @@ fn main() {
             runtime.block_on(measure(target, clients, Duration::from_secs(seconds)));
         let s = summarize(latencies, &[rps]);
         println!(
-            "{path}, {clients} clients: p50 {:.3} ms, {:.0} requests/s",
-            s.p50, s.rps
+            "{path}, {clients} clients: p50 {:.3} ms, p99 {:.3} ms, {:.0} requests/s",
+            s.p50, s.p99, s.rps
         );
         return;
     }
