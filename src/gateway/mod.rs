@@ -382,6 +382,10 @@ pub async fn run(
         Workers {
             count: workers,
             busy_poll: options.busy_poll,
+            before_waiting: {
+                let audit = gateway.audit.clone();
+                Arc::new(move || audit.chain_queued())
+            },
         },
         &stop,
     )?;
@@ -407,6 +411,8 @@ struct Workers {
     count: usize,
     /// See [`busy_poll`].
     busy_poll: Duration,
+    /// Run by a serving thread about to wait for work (chaining audit lines).
+    before_waiting: Arc<dyn Fn() + Send + Sync>,
 }
 
 /// Serve MCP clients on `workers` threads, each with its own single-threaded runtime: a request,
@@ -424,7 +430,11 @@ fn serve_clients(
         .map_err(|e| GatewayError::Setup(e.to_string()))?;
     let mut queues = Vec::new();
     let mut finished = Vec::new();
-    let Workers { count, busy_poll } = workers;
+    let Workers {
+        count,
+        busy_poll,
+        before_waiting,
+    } = workers;
     for worker in 0..count.max(1) {
         let (queue, incoming) = tokio::sync::mpsc::unbounded_channel();
         queues.push(queue);
@@ -432,10 +442,12 @@ fn serve_clients(
         let stopped = stop.clone();
         let (done, result) = tokio::sync::oneshot::channel();
         finished.push(result);
+        let before_waiting = before_waiting.clone();
         let serve = move || -> Result<(), String> {
             busy_poll::enable_on_this_thread(busy_poll);
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
+                .on_thread_park(move || before_waiting())
                 .build()
                 .map_err(|e| e.to_string())?;
             runtime.block_on(async move {
