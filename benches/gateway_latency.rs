@@ -130,7 +130,6 @@ fn busy_poll_microseconds() -> u16 {
 /// own work does. Pinned, though, the proxy shares its CPUs with the upstream, so its CPU time
 /// adds to the upstream's (the Python SDK server's above all) where left free it would often run
 /// beside it.
-#[derive(Clone)]
 struct Placement {
     clients: Option<CpuSet>,
     server_side: Option<CpuSet>,
@@ -146,12 +145,8 @@ impl Placement {
         match wanted.as_str() {
             "free" => free,
             "pinned" => {
-                let cpus: Vec<usize> = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
-                    .map(|set| {
-                        (0..CpuSet::count())
-                            .filter(|&c| set.is_set(c).unwrap_or(false))
-                            .collect()
-                    })
+                let cpus = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
+                    .map(|set| cpus_in(&set))
                     .unwrap_or_default();
                 if cpus.len() < 2 {
                     return free;
@@ -175,9 +170,9 @@ impl Placement {
 
     fn describe(&self) -> String {
         let list = |set: &CpuSet| {
-            (0..CpuSet::count())
-                .filter(|&c| set.is_set(c).unwrap_or(false))
-                .map(|c| c.to_string())
+            cpus_in(set)
+                .iter()
+                .map(ToString::to_string)
                 .collect::<Vec<_>>()
                 .join(",")
         };
@@ -198,6 +193,12 @@ impl Placement {
         pin_this_thread(self.clients.as_ref());
         started
     }
+}
+
+fn cpus_in(set: &CpuSet) -> Vec<usize> {
+    (0..CpuSet::count())
+        .filter(|&c| set.is_set(c).unwrap_or(false))
+        .collect()
 }
 
 fn pin_this_thread(cpus: Option<&CpuSet>) {

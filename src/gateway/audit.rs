@@ -52,8 +52,8 @@ pub struct AuditRecord {
     pub trace_id: Option<String>,
 }
 
-/// What a record's hashed fields are computed from, on the writer thread rather than on the
-/// request's path; held in memory only until then, never written.
+/// What a record's hashed fields are computed from when it is chained, off the request's path;
+/// held in memory only until then, never written.
 #[derive(Debug, Default)]
 pub struct Unhashed {
     /// Becomes [`AuditRecord::session`].
@@ -123,8 +123,8 @@ impl AuditLog {
         }
     }
 
-    /// Queue one record; it is chained to the line before it when written, by the next
-    /// [`AuditLog::flush`].
+    /// Queue one record, to be chained to the line before it by [`AuditLog::chain_queued`] or
+    /// [`AuditLog::flush`], and written by the next flush.
     pub fn append(&self, record: AuditRecord) {
         self.append_unhashed(record, Unhashed::default());
     }

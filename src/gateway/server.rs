@@ -359,7 +359,7 @@ fn parent_context(headers: &HeaderMap) -> opentelemetry::Context {
 struct Audit {
     gateway: Arc<Gateway>,
     record: Option<AuditRecord>,
-    /// Hashed into `record` on the audit writer thread.
+    /// Hashed into `record` when the audit log chains it, off the request's path.
     unhashed: Unhashed,
     started: Instant,
     method: String,
