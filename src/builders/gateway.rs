@@ -109,5 +109,5 @@ fn upstream_url(spec: &MCPServerSpec, port: i32, default_path: &str) -> String {
 
 /// Hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    format!("{:x}", Sha256::digest(bytes))
+    base16ct::lower::encode_string(&Sha256::digest(bytes))
 }

@@ -4,11 +4,11 @@
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use super::inventory::definition_hash;
+use super::inventory::{definition_hash, rfc3339};
 use crate::builders::gateway::sha256_hex;
 
 /// `prev` of the first line.
@@ -18,8 +18,9 @@ pub const CHAIN_START: &str = "0000000000000000000000000000000000000000000000000
 #[derive(Serialize, Debug, Clone, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditRecord {
-    /// RFC 3339 time the request arrived.
-    pub time: String,
+    /// When the request arrived; written as RFC 3339 when the record is chained.
+    #[serde(serialize_with = "serialize_rfc3339")]
+    pub time: SystemTime,
     /// `namespace/name` of the server.
     pub server: String,
     /// JSON-RPC method.
@@ -50,6 +51,10 @@ pub struct AuditRecord {
     /// W3C trace id, when the request is traced.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+}
+
+fn serialize_rfc3339<S: serde::Serializer>(at: &SystemTime, out: S) -> Result<S::Ok, S::Error> {
+    out.serialize_str(&rfc3339(*at))
 }
 
 /// What a record's hashed fields are computed from when it is chained, off the request's path;
@@ -281,7 +286,7 @@ mod tests {
 
     fn record(n: u32) -> AuditRecord {
         AuditRecord {
-            time: "2026-01-01T00:00:00Z".into(),
+            time: SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600),
             server: "tools/github".into(),
             method: "tools/call".into(),
             subject: format!("user-{n}"),

@@ -7,6 +7,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
 
 use super::access::{AccessPolicy, Principal};
 use crate::api::gateway_config::GatewayTools;
@@ -34,8 +35,43 @@ pub struct ToolRecord {
 
 /// Hex SHA-256 over the RFC 8785 canonical form of a JSON value.
 pub fn definition_hash(definition: &Value) -> String {
+    // The audit log hashes every call's arguments; most are plain enough that serde_json writes
+    // them canonically already, straight into the hash.
+    if serializes_canonically(definition) {
+        let mut hasher = Sha256::new();
+        if serde_json::to_writer(&mut hasher, definition).is_ok() {
+            return base16ct::lower::encode_string(&hasher.finalize());
+        }
+    }
     let canonical = serde_json_canonicalizer::to_vec(definition).unwrap_or_default();
     sha256_hex(&canonical)
+}
+
+/// Whether serde_json's compact form of `value` is its RFC 8785 form byte for byte: members come
+/// out in the order RFC 8785 sorts them (ASCII names, already in order), and every number is an
+/// integer a double holds exactly (RFC 8785 writes numbers as ECMAScript does). Both escape
+/// strings the same way: `"`, `\` and control characters only, short forms where they exist,
+/// lowercase hex otherwise.
+fn serializes_canonically(value: &Value) -> bool {
+    /// Integers up to this size are exact in a double.
+    const EXACT: u64 = 1 << 53;
+    match value {
+        Value::Null | Value::Bool(_) | Value::String(_) => true,
+        Value::Number(n) => n
+            .as_i64()
+            .map(i64::unsigned_abs)
+            .or_else(|| n.as_u64())
+            .is_some_and(|n| n <= EXACT),
+        Value::Array(items) => items.iter().all(serializes_canonically),
+        Value::Object(members) => {
+            let mut previous: Option<&str> = None;
+            members.iter().all(|(name, member)| {
+                let in_order = name.is_ascii() && previous.is_none_or(|p| p < name.as_str());
+                previous = Some(name);
+                in_order && serializes_canonically(member)
+            })
+        }
+    }
 }
 
 /// Why arguments are refused.
@@ -272,6 +308,25 @@ mod tests {
             json!({"name": "echo", "description": "x", "inputSchema": {"type": "object"}});
         assert_ne!(definition_hash(&a), definition_hash(&changed));
         assert_eq!(definition_hash(&a).len(), 64);
+    }
+
+    #[test]
+    fn the_direct_hash_is_the_hash_of_the_rfc_8785_form() {
+        let values = [
+            json!({"text": "hello", "count": 3, "nested": {"b": [1, -2, true, null], "a": "x"}}),
+            json!({"quote\"and\\slash": "tab\tnewline\ncontrol\u{1}\u{1f}del\u{7f}", "e": "é€😀\u{2028}"}),
+            json!({"big": 9_007_199_254_740_992_u64, "bigger": 9_007_199_254_740_993_u64}),
+            json!({"negative": -9_007_199_254_740_993_i64}),
+            json!({"floats": [1.5, 1e21, 0.000_001, 1e-7, -0.0, 100.0]}),
+            json!({"é": 1, "z": 2, "a": 3, "\u{e000}": 4, "😀": 5}),
+            json!([{"B": 1, "a": 2, "_": 3}, "", 0]),
+            json!("just a string"),
+            json!(null),
+        ];
+        for value in values {
+            let canonical = serde_json_canonicalizer::to_vec(&value).unwrap();
+            assert_eq!(definition_hash(&value), sha256_hex(&canonical), "{value}");
+        }
     }
 
     #[test]

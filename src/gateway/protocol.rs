@@ -247,8 +247,55 @@ impl Message {
     }
 }
 
+/// The members of a well-formed JSON-RPC request or notification, read straight into place
+/// instead of into a tree first. Anything unusual (a duplicate or mistyped member, a response)
+/// fails this parse and takes the general path, which says what is wrong.
+#[derive(serde::Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    jsonrpc: std::borrow::Cow<'a, str>,
+    #[serde(default, deserialize_with = "present")]
+    id: Option<Value>,
+    method: String,
+    #[serde(default, deserialize_with = "present")]
+    params: Option<Value>,
+}
+
+/// A member that is there, even as `null` (which `Option` alone would read as absent).
+fn present<'de, D: serde::Deserializer<'de>>(from: D) -> Result<Option<Value>, D::Error> {
+    serde::Deserialize::deserialize(from).map(Some)
+}
+
+impl Envelope<'_> {
+    /// The message, when the envelope is valid JSON-RPC 2.0.
+    fn into_message(self) -> Option<Message> {
+        let params_fit = self
+            .params
+            .as_ref()
+            .is_none_or(|p| p.is_object() || p.is_array());
+        if self.jsonrpc != "2.0" || !params_fit {
+            return None;
+        }
+        let (method, params) = (self.method, self.params);
+        Some(match self.id {
+            None => Message::Notification { method, params },
+            Some(id) => Message::Request {
+                id: RequestId::parse(&id)?,
+                method,
+                params,
+            },
+        })
+    }
+}
+
 /// Parse a POST body: exactly one JSON-RPC 2.0 message.
 pub fn parse_message(body: &[u8]) -> Result<Message, Rejection> {
+    if let Some(message) = serde_json::from_slice::<Envelope<'_>>(body)
+        .ok()
+        .and_then(Envelope::into_message)
+    {
+        return Ok(message);
+    }
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         Rejection::rpc(
             StatusCode::BAD_REQUEST,
@@ -381,17 +428,17 @@ pub fn check_stateless(
 
 /// Whether the `Accept` header allows JSON and SSE answers. Absent means anything.
 pub fn accepts(headers: &HeaderMap) -> (bool, bool) {
-    let values: Vec<&str> = headers
+    let mut values = headers
         .get_all(axum::http::header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .collect();
-    if values.is_empty() {
+        .peekable();
+    if values.peek().is_none() {
         return (true, true);
     }
     let mut json = false;
     let mut sse = false;
-    for range in values.iter().flat_map(|v| v.split(',')) {
+    for range in values.flat_map(|v| v.split(',')) {
         let media = range.split(';').next().unwrap_or("").trim();
         match media {
             "*/*" => {
@@ -470,6 +517,31 @@ mod tests {
                 id: RequestId::String("a".into())
             }
         );
+    }
+
+    #[test]
+    fn the_direct_parse_reads_every_message_as_the_general_one_does() {
+        let bodies: &[&[u8]] = &[
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#,
+            br#"{"method":"ping","id":"a\"b","jsonrpc":"2.0","extra":[1,2]}"#,
+            br#"{"jsonrpc":"2.0","method":"notifications/progress","params":[1]}"#,
+            br#"{"jsonrpc":"2\u002e0","id":-3,"method":"ping"}"#,
+            // A repeated member: the last one counts, as in the general parse.
+            br#"{"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/list"}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"ping","params":null}"#,
+            br#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"ping","result":{}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"result":{}}"#,
+            br#"{"jsonrpc":2,"id":1,"method":"ping"}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"ping"} trailing"#,
+        ];
+        for body in bodies {
+            let general = serde_json::from_slice(body)
+                .map_err(|_| codes::PARSE_ERROR)
+                .and_then(|value| classify(value).map_err(|r| r.code.unwrap_or_default()));
+            let direct = parse_message(body).map_err(|r| r.code.unwrap_or_default());
+            assert_eq!(direct, general, "{}", String::from_utf8_lossy(body));
+        }
     }
 
     #[test]

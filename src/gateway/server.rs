@@ -21,7 +21,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use super::access::{AccessPolicy, Principal};
 use super::audit::{AuditLog, AuditRecord, Unhashed};
 use super::auth::{AuthError, Authenticator, PROTECTED_RESOURCE_PATH};
-use super::inventory::{Inventory, ToolRecord, filter_tools_result, rfc3339};
+use super::inventory::{Inventory, ToolRecord, filter_tools_result};
 use super::limits::RateLimits;
 use super::metrics::{Metrics, decision};
 use super::prompts::ManagedPrompts;
@@ -229,9 +229,9 @@ impl Gateway {
         &self,
         headers: &HeaderMap,
         query: Option<&str>,
-    ) -> Result<Principal, Response> {
+    ) -> Result<Arc<Principal>, Response> {
         match &self.auth {
-            None => Ok(Principal::anonymous()),
+            None => Ok(Arc::new(Principal::anonymous())),
             Some(auth) => auth
                 .authenticate(headers, query)
                 .await
@@ -546,7 +546,7 @@ async fn post(State(gateway): State<Arc<Gateway>>, request: Request) -> Response
         let mut audit = Audit {
             gateway: gateway.clone(),
             record: audited.then(|| AuditRecord {
-                time: rfc3339(SystemTime::now()),
+                time: SystemTime::now(),
                 server: gateway.server.clone(),
                 method: method.clone(),
                 subject: principal.subject.clone(),
@@ -826,7 +826,7 @@ async fn post(State(gateway): State<Arc<Gateway>>, request: Request) -> Response
 struct Relay {
     method: String,
     id: Option<RequestId>,
-    principal: Principal,
+    principal: Arc<Principal>,
     audit: Audit,
     decided_by: String,
     /// The request asked for the first page of a list (no cursor).
@@ -1082,7 +1082,7 @@ async fn session_request(
     gateway: &Arc<Gateway>,
     headers: &HeaderMap,
     query: Option<&str>,
-) -> Result<(String, Principal), Response> {
+) -> Result<(String, Arc<Principal>), Response> {
     if let Err(r) = gateway.check_origin(headers) {
         return Err(reject(&r, None));
     }
