@@ -404,7 +404,16 @@ fn is_audited(method: &str) -> bool {
     matches!(method, "tools/call" | "prompts/get" | "resources/read")
 }
 
-async fn post(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
+/// axum moves a handler's future through several layers before it first runs; boxed, each move
+/// copies a pointer instead of the whole request state.
+fn post(
+    State(gateway): State<Arc<Gateway>>,
+    request: Request,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send>> {
+    Box::pin(handle_post(gateway, request))
+}
+
+async fn handle_post(gateway: Arc<Gateway>, request: Request) -> Response {
     let _activity = super::busy_poll::Activity::begin();
     let started = Instant::now();
     let (parts, request_body) = request.into_parts();

@@ -393,7 +393,8 @@ impl HttpUpstream {
                     .map_err(|e| {
                         UpstreamError::Invalid(format!("cannot build the request: {e}"))
                     })?;
-                let (response, lease) = self.within(plain.send(request)).await?;
+                // Boxed: the timeout and this future hold a pointer, not the whole send state.
+                let (response, lease) = self.within(Box::pin(plain.send(request))).await?;
                 let (parts, incoming) = response.into_parts();
                 Ok(Received {
                     status: parts.status,
