@@ -2,7 +2,7 @@
 //! POST body is one well-formed JSON-RPC message, and whether the 2026 routing headers agree with
 //! the body. The facts are the specification's (2025-06-18, 2025-11-25 and 2026-07-28).
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
@@ -428,26 +428,30 @@ pub fn check_stateless(
 
 /// Whether the `Accept` header allows JSON and SSE answers. Absent means anything.
 pub fn accepts(headers: &HeaderMap) -> (bool, bool) {
+    // Read as bytes: media ranges are ASCII, and this runs on every request.
     let mut values = headers
         .get_all(axum::http::header::ACCEPT)
         .iter()
-        .filter_map(|v| v.to_str().ok())
+        .map(HeaderValue::as_bytes)
         .peekable();
     if values.peek().is_none() {
         return (true, true);
     }
     let mut json = false;
     let mut sse = false;
-    for range in values.flat_map(|v| v.split(',')) {
-        let media = range.split(';').next().unwrap_or("").trim();
-        match media {
-            "*/*" => {
-                json = true;
-                sse = true;
-            }
-            "application/*" | MEDIA_JSON => json = true,
-            "text/*" | MEDIA_SSE => sse = true,
-            _ => {}
+    for range in values.flat_map(|v| v.split(|b| *b == b',')) {
+        let media = range
+            .split(|b| *b == b';')
+            .next()
+            .unwrap_or_default()
+            .trim_ascii();
+        if media == b"*/*" {
+            json = true;
+            sse = true;
+        } else if media == b"application/*" || media == MEDIA_JSON.as_bytes() {
+            json = true;
+        } else if media == b"text/*" || media == MEDIA_SSE.as_bytes() {
+            sse = true;
         }
     }
     (json, sse)
