@@ -7,7 +7,7 @@
 //! | `mcp_gateway_upstream_errors_total` | counter | `kind`: unreachable, timeout, invalid, not_running |
 //! | `mcp_gateway_active_sessions` | gauge | |
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -65,10 +65,47 @@ const KNOWN_METHODS: &[&str] = &[
 /// The bounded label value for a method.
 pub fn method_label(method: &str) -> &'static str {
     KNOWN_METHODS
-        .iter()
-        .find(|m| **m == method)
+        .get(method_index(method))
         .copied()
-        .unwrap_or("other")
+        .unwrap_or(OTHER_METHOD)
+}
+
+/// The `method` label of every method not in [`KNOWN_METHODS`].
+const OTHER_METHOD: &str = "other";
+
+/// Position in [`KNOWN_METHODS`]; `KNOWN_METHODS.len()` stands for [`OTHER_METHOD`].
+fn method_index(method: &str) -> usize {
+    KNOWN_METHODS
+        .iter()
+        .position(|m| *m == method)
+        .unwrap_or(KNOWN_METHODS.len())
+}
+
+/// Every `decision` label, in the order of the cached counters.
+const DECISIONS: [&str; 6] = [
+    decision::ALLOW,
+    decision::DENY,
+    decision::INVALID,
+    decision::UNAUTHENTICATED,
+    decision::RATE_LIMITED,
+    decision::ERROR,
+];
+
+/// Handles to the series a request updates, filled on first use. A family lookup takes a lock
+/// and hashes the labels; these are shared counters, so a request only does the increment.
+struct Handles {
+    requests: Vec<[OnceLock<Counter>; DECISIONS.len()]>,
+    durations: Vec<OnceLock<Histogram>>,
+}
+
+impl Handles {
+    fn new() -> Self {
+        let methods = KNOWN_METHODS.len() + 1;
+        Self {
+            requests: (0..methods).map(|_| Default::default()).collect(),
+            durations: (0..methods).map(|_| OnceLock::new()).collect(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -96,6 +133,7 @@ pub struct Metrics {
     upstream_errors: Family<KindLabel, Counter>,
     /// Sessions currently open.
     pub active_sessions: Gauge,
+    handles: Arc<Handles>,
 }
 
 impl Default for Metrics {
@@ -140,24 +178,39 @@ impl Metrics {
             duration,
             upstream_errors,
             active_sessions,
+            handles: Arc::new(Handles::new()),
         }
     }
 
     /// Count one message.
     pub fn request(&self, method: &str, decision: &'static str) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                method: method_label(method),
-                decision,
-            })
-            .inc();
+        let method = method_index(method);
+        let labels = || RequestLabels {
+            method: KNOWN_METHODS.get(method).copied().unwrap_or(OTHER_METHOD),
+            decision,
+        };
+        match DECISIONS.iter().position(|d| *d == decision) {
+            Some(at) => {
+                self.handles.requests[method][at]
+                    .get_or_init(|| self.requests.get_or_create(&labels()).clone())
+                    .inc();
+            }
+            None => {
+                self.requests.get_or_create(&labels()).inc();
+            }
+        }
     }
 
     /// Observe how long a request took.
     pub fn duration(&self, method: &str, elapsed: Duration) {
-        self.duration
-            .get_or_create(&MethodLabel {
-                method: method_label(method),
+        let method = method_index(method);
+        self.handles.durations[method]
+            .get_or_init(|| {
+                self.duration
+                    .get_or_create(&MethodLabel {
+                        method: KNOWN_METHODS.get(method).copied().unwrap_or(OTHER_METHOD),
+                    })
+                    .clone()
             })
             .observe(elapsed.as_secs_f64());
     }
@@ -197,6 +250,30 @@ mod tests {
         assert!(
             text.contains(r#"mcp_gateway_requests_total{method="other",decision="invalid"} 2"#),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn cached_series_keep_counting_into_the_exposition() {
+        let metrics = Metrics::new();
+        let clone = metrics.clone();
+        for _ in 0..2 {
+            metrics.request("tools/call", decision::DENY);
+            clone.request("tools/call", decision::DENY);
+            metrics.duration("tools/call", Duration::from_millis(2));
+        }
+        metrics.request("tools/call", "a decision without a cached slot");
+        let text = metrics.encode();
+        for line in [
+            r#"mcp_gateway_requests_total{method="tools/call",decision="deny"} 4"#,
+            r#"mcp_gateway_requests_total{method="tools/call",decision="a decision without a cached slot"} 1"#,
+            r#"mcp_gateway_request_duration_seconds_count{method="tools/call"} 2"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        assert!(
+            !text.contains(r#"decision="allow""#),
+            "unused series stay out: {text}"
         );
     }
 }

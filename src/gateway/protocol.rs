@@ -1,25 +1,28 @@
 //! MCP over streamable HTTP, as plain functions: which protocol era a request speaks, whether a
 //! POST body is one well-formed JSON-RPC message, and whether the 2026 routing headers agree with
 //! the body. The facts are the specification's (2025-06-18, 2025-11-25 and 2026-07-28).
+//!
+//! Header names are [`HeaderName`] constants: a lookup by `&str` parses and lowercases the name
+//! on every request, a lookup by `HeaderName` only hashes it.
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
 /// Header carrying the session id (session-based era).
-pub const HEADER_SESSION_ID: &str = "mcp-session-id";
+pub const HEADER_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
 /// Header carrying the protocol version.
-pub const HEADER_PROTOCOL_VERSION: &str = "mcp-protocol-version";
+pub const HEADER_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
 /// Header mirroring the JSON-RPC method (2026-07-28).
-pub const HEADER_METHOD: &str = "mcp-method";
+pub const HEADER_METHOD: HeaderName = HeaderName::from_static("mcp-method");
 /// Header mirroring the tool, prompt or resource named by the request (2026-07-28).
-pub const HEADER_NAME: &str = "mcp-name";
+pub const HEADER_NAME: HeaderName = HeaderName::from_static("mcp-name");
 /// Header a client sends to resume an SSE stream.
-pub const HEADER_LAST_EVENT_ID: &str = "last-event-id";
+pub const HEADER_LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 /// W3C trace context header.
-pub const HEADER_TRACEPARENT: &str = "traceparent";
+pub const HEADER_TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// W3C trace state header.
-pub const HEADER_TRACESTATE: &str = "tracestate";
+pub const HEADER_TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// Media type of JSON bodies.
 pub const MEDIA_JSON: &str = "application/json";
@@ -372,7 +375,7 @@ pub fn check_stateless(
     let mismatch =
         |what: String| Rejection::rpc(StatusCode::BAD_REQUEST, codes::HEADER_MISMATCH, what);
     for name in [HEADER_PROTOCOL_VERSION, HEADER_METHOD, HEADER_NAME] {
-        if headers.get_all(name).iter().count() > 1 {
+        if headers.get_all(&name).iter().count() > 1 {
             return Err(mismatch(format!("{name} header appears more than once")));
         }
     }
@@ -492,11 +495,12 @@ pub fn result_response(id: &RequestId, result: Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::header::ACCEPT;
 
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+    fn headers(pairs: &[(HeaderName, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (name, value) in pairs {
-            map.append(*name, value.parse().unwrap());
+            map.append(name.clone(), value.parse().unwrap());
         }
         map
     }
@@ -647,18 +651,12 @@ mod tests {
     fn accept_header_ranges() {
         assert_eq!(accepts(&HeaderMap::new()), (true, true));
         assert_eq!(
-            accepts(&headers(&[(
-                "accept",
-                "application/json, text/event-stream"
-            )])),
+            accepts(&headers(&[(ACCEPT, "application/json, text/event-stream")])),
             (true, true)
         );
+        assert_eq!(accepts(&headers(&[(ACCEPT, "text/html")])), (false, false));
         assert_eq!(
-            accepts(&headers(&[("accept", "text/html")])),
-            (false, false)
-        );
-        assert_eq!(
-            accepts(&headers(&[("accept", "application/json;q=0.9")])),
+            accepts(&headers(&[(ACCEPT, "application/json;q=0.9")])),
             (true, false)
         );
     }

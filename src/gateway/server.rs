@@ -292,13 +292,12 @@ impl Gateway {
 fn forwarded_headers(headers: &HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
     let mut out = Vec::new();
     for (name, value) in headers {
-        let n = name.as_str();
-        if n == header::ACCEPT.as_str()
-            || n == HEADER_PROTOCOL_VERSION
-            || n == HEADER_METHOD
-            || n == HEADER_NAME
-            || n == HEADER_LAST_EVENT_ID
-            || n.starts_with("mcp-param-")
+        if name == header::ACCEPT
+            || name == HEADER_PROTOCOL_VERSION
+            || name == HEADER_METHOD
+            || name == HEADER_NAME
+            || name == HEADER_LAST_EVENT_ID
+            || name.as_str().starts_with("mcp-param-")
         {
             out.push((name.clone(), value.clone()));
         }
@@ -330,8 +329,8 @@ fn trace_headers(span: &tracing::Span, incoming: &HeaderMap) -> Vec<(HeaderName,
     [HEADER_TRACEPARENT, HEADER_TRACESTATE]
         .into_iter()
         .filter_map(|name| {
-            let value = incoming.get(name)?;
-            Some((HeaderName::from_static(name), value.clone()))
+            let value = incoming.get(&name)?;
+            Some((name, value.clone()))
         })
         .collect()
 }

@@ -374,7 +374,7 @@ impl HttpUpstream {
             let value = HeaderValue::from_str(session).map_err(|_| {
                 UpstreamError::Invalid(format!("session id {session:?} is not a header value"))
             })?;
-            headers.push((HeaderName::from_static(HEADER_SESSION_ID), value));
+            headers.push((HEADER_SESSION_ID, value));
         }
         if json_body.is_some() {
             headers.push((
@@ -554,7 +554,7 @@ impl HttpUpstream {
             HeaderValue::from_static("application/json, text/event-stream"),
         )];
         if let Ok(v) = HeaderValue::from_str(version) {
-            headers.push((HeaderName::from_static(HEADER_PROTOCOL_VERSION), v));
+            headers.push((HEADER_PROTOCOL_VERSION, v));
         }
         let received = self
             .exchange(
@@ -609,7 +609,7 @@ impl HttpUpstream {
         let note = json!({ "jsonrpc": "2.0", "method": "notifications/initialized" });
         let mut headers = Vec::new();
         if let Ok(v) = HeaderValue::from_str(&version) {
-            headers.push((HeaderName::from_static(HEADER_PROTOCOL_VERSION), v));
+            headers.push((HEADER_PROTOCOL_VERSION, v));
         }
         let mut note_headers = headers.clone();
         note_headers.push((
