@@ -57,6 +57,65 @@ fn serialize_rfc3339<S: serde::Serializer>(at: &SystemTime, out: S) -> Result<S:
     out.serialize_str(&rfc3339(*at))
 }
 
+impl AuditRecord {
+    /// The record as one JSON object, byte for byte what its `Serialize` derive writes. Member
+    /// names are written as they are and digests without the escaping pass (they are checked
+    /// to be hex); everything else a client or server could have chosen goes through
+    /// serde_json's string escaping. The derive spent most of a record's serialisation escaping
+    /// strings that cannot need it.
+    fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        out.extend_from_slice(br#"{"time":""#);
+        out.extend_from_slice(rfc3339(self.time).as_bytes());
+        out.extend_from_slice(br#"","server":"#);
+        serde_json::to_writer(&mut *out, &self.server)?;
+        out.extend_from_slice(br#","method":"#);
+        serde_json::to_writer(&mut *out, &self.method)?;
+        out.extend_from_slice(br#","subject":"#);
+        serde_json::to_writer(&mut *out, &self.subject)?;
+        if let Some(client_id) = &self.client_id {
+            out.extend_from_slice(br#","clientId":"#);
+            serde_json::to_writer(&mut *out, client_id)?;
+        }
+        if let Some(session) = &self.session {
+            write_digest(out, br#","session":"#, session)?;
+        }
+        if let Some(target) = &self.target {
+            out.extend_from_slice(br#","target":"#);
+            serde_json::to_writer(&mut *out, target)?;
+        }
+        if let Some(tool) = &self.tool_sha256 {
+            write_digest(out, br#","toolSha256":"#, tool)?;
+        }
+        if let Some(arguments) = &self.arguments_sha256 {
+            write_digest(out, br#","argumentsSha256":"#, arguments)?;
+        }
+        out.extend_from_slice(br#","decision":"#);
+        serde_json::to_writer(&mut *out, self.decision)?;
+        out.extend_from_slice(br#","decidedBy":"#);
+        serde_json::to_writer(&mut *out, &self.decided_by)?;
+        out.extend_from_slice(br#","latencyMs":"#);
+        serde_json::to_writer(&mut *out, &self.latency_ms)?;
+        if let Some(trace) = &self.trace_id {
+            write_digest(out, br#","traceId":"#, trace)?;
+        }
+        out.push(b'}');
+        Ok(())
+    }
+}
+
+/// `"member":"value"` for a hex digest; anything else is escaped like any string.
+fn write_digest(out: &mut Vec<u8>, member: &[u8], value: &str) -> serde_json::Result<()> {
+    out.extend_from_slice(member);
+    if value.bytes().all(|b| b.is_ascii_hexdigit()) {
+        out.push(b'"');
+        out.extend_from_slice(value.as_bytes());
+        out.push(b'"');
+        Ok(())
+    } else {
+        serde_json::to_writer(out, value)
+    }
+}
+
 /// What a record's hashed fields are computed from when it is chained, off the request's path;
 /// held in memory only until then, never written.
 #[derive(Debug, Default)]
@@ -205,7 +264,7 @@ impl Writer {
         for (mut record, unhashed) in records {
             unhashed.fill(&mut record);
             let start = self.batch.len();
-            if let Err(e) = serde_json::to_writer(&mut self.batch, &record) {
+            if let Err(e) = record.write_json(&mut self.batch) {
                 tracing::error!(error = %e, "cannot serialise an audit record");
                 self.batch.truncate(start);
                 continue;
@@ -410,6 +469,52 @@ mod tests {
             .collect();
         assert_eq!(subjects, [r#""user-0""#, r#""user-1""#, r#""user-2""#]);
         assert_eq!(log.flush(), 0, "nothing is written twice");
+    }
+
+    #[test]
+    fn the_fixed_writer_matches_the_serde_derive_byte_for_byte() {
+        let digest = sha256_hex(b"x");
+        let awkward = "q\"uote \\ back\u{1}ctl\ttab é 🦀 \u{2028}";
+        let mut cases = vec![record(1)];
+        for latency in [0.0, 1.5, 1e-7, 12345.678, f64::NAN] {
+            cases.push(AuditRecord {
+                client_id: Some("client-a".into()),
+                session: Some(digest.clone()),
+                tool_sha256: Some(digest.clone()),
+                arguments_sha256: Some(digest.clone()),
+                trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
+                latency_ms: latency,
+                ..record(2)
+            });
+        }
+        cases.push(AuditRecord {
+            server: awkward.into(),
+            method: awkward.into(),
+            subject: awkward.into(),
+            client_id: Some(awkward.into()),
+            session: Some(awkward.into()),
+            target: Some(awkward.into()),
+            tool_sha256: Some(awkward.into()),
+            arguments_sha256: Some("ABCDEF0123456789".into()),
+            decided_by: awkward.into(),
+            trace_id: Some(awkward.into()),
+            ..record(3)
+        });
+        cases.push(AuditRecord {
+            target: None,
+            trace_id: Some(String::new()),
+            decision: "deny",
+            ..record(4)
+        });
+        for case in cases {
+            let mut fixed = Vec::new();
+            case.write_json(&mut fixed).unwrap();
+            let derived = serde_json::to_vec(&case).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&fixed),
+                String::from_utf8_lossy(&derived)
+            );
+        }
     }
 
     #[test]
