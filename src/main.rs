@@ -247,7 +247,8 @@ struct GatewayArgs {
     worker_threads: Option<u16>,
     /// After a request starts or ends, keep polling for the next one this long before sleeping,
     /// yielding the CPU to any other thread that wants it: lower latency for back-to-back
-    /// requests at the cost of CPU time (counted against a CPU limit). 0 sleeps at once.
+    /// requests at the cost of CPU time (counted against a CPU limit). A thread that has just
+    /// served two requests at once does not poll for 10 ms. 0 sleeps at once.
     #[arg(long, value_name = "MICROSECONDS", default_value_t = 0,
           value_parser = clap::value_parser!(u16).range(0..=i64::from(mcp_operator::gateway::busy_poll::MAX_BUSY_POLL_MICROSECONDS)))]
     busy_poll_microseconds: u16,

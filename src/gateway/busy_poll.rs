@@ -8,6 +8,11 @@
 //! for up to the window after every request, even when nothing comes. Each round yields the CPU
 //! to any other thread waiting for it, so polling only takes time nothing else wanted; under a
 //! CPU limit it still counts against the quota. Off by default, like HAProxy's `busy-polling`.
+//!
+//! A thread that has just served two requests at once does not poll: under load its sockets
+//! are rarely quiet, the wake-up it would save is rare, and the CPU time a polling round takes
+//! is what the clients and the server on the same CPUs need (at 32 clients on two CPUs, polling
+//! regardless put the gateway's p99 from 1.7 to 2.7 ms).
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
@@ -16,6 +21,9 @@ use std::time::{Duration, Instant};
 /// time than the wake-up it saves.
 pub const MAX_BUSY_POLL_MICROSECONDS: u16 = 10_000;
 
+/// How long a thread that served two requests at once goes without polling.
+pub const NO_POLLING_AFTER_OVERLAP: Duration = Duration::from_millis(10);
+
 thread_local! {
     /// This thread's window; zero (the default, and on every thread but a serving one) is off.
     static WINDOW: Cell<Duration> = const { Cell::new(Duration::ZERO) };
@@ -23,6 +31,10 @@ thread_local! {
     static LAST_ACTIVITY: Cell<Option<Instant>> = const { Cell::new(None) };
     /// Whether this thread's polling task is running.
     static POLLING: Cell<bool> = const { Cell::new(false) };
+    /// Requests being handled on this thread.
+    static IN_FLIGHT: Cell<u32> = const { Cell::new(0) };
+    /// When a request last started while another was in flight on this thread.
+    static LAST_OVERLAP: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
 /// Turn busy polling on for the serving thread this is called on.
@@ -35,14 +47,23 @@ pub(super) struct Activity(());
 
 impl Activity {
     pub(super) fn begin() -> Self {
-        note_activity();
+        if !WINDOW.with(Cell::get).is_zero() {
+            let others = IN_FLIGHT.with(|n| n.replace(n.get().saturating_add(1)));
+            if others > 0 {
+                LAST_OVERLAP.with(|last| last.set(Some(Instant::now())));
+            }
+            note_activity();
+        }
         Self(())
     }
 }
 
 impl Drop for Activity {
     fn drop(&mut self) {
-        note_activity();
+        if !WINDOW.with(Cell::get).is_zero() {
+            IN_FLIGHT.with(|n| n.set(n.get().saturating_sub(1)));
+            note_activity();
+        }
     }
 }
 
@@ -51,8 +72,9 @@ fn note_activity() {
     if window.is_zero() {
         return;
     }
-    LAST_ACTIVITY.with(|last| last.set(Some(Instant::now())));
-    if POLLING.with(Cell::get) {
+    let now = Instant::now();
+    LAST_ACTIVITY.with(|last| last.set(Some(now)));
+    if POLLING.with(Cell::get) || overlapped_lately(LAST_OVERLAP.with(Cell::get), now) {
         return;
     }
     // Outside a runtime (a request dropped while its thread shuts down) there is nothing to poll.
@@ -67,9 +89,21 @@ fn still_polling(last: Option<Instant>, now: Instant, window: Duration) -> bool 
     last.is_some_and(|last| now.saturating_duration_since(last) < window)
 }
 
-/// Keep this thread's runtime from sleeping until no request has started or ended for `window`.
+/// Whether a thread that last served two requests at once at `overlap` stays off polling at `now`.
+fn overlapped_lately(overlap: Option<Instant>, now: Instant) -> bool {
+    overlap.is_some_and(|at| now.saturating_duration_since(at) < NO_POLLING_AFTER_OVERLAP)
+}
+
+/// Keep this thread's runtime from sleeping until no request has started or ended for `window`,
+/// or until requests overlap.
 async fn poll_until_quiet(window: Duration) {
-    while still_polling(LAST_ACTIVITY.with(Cell::get), Instant::now(), window) {
+    loop {
+        let now = Instant::now();
+        if !still_polling(LAST_ACTIVITY.with(Cell::get), now, window)
+            || overlapped_lately(LAST_OVERLAP.with(Cell::get), now)
+        {
+            break;
+        }
         // Any other thread waiting for this CPU runs first.
         std::thread::yield_now();
         // A task that yields makes tokio check its sockets without waiting, then run whatever
@@ -101,6 +135,56 @@ mod tests {
             start,
             window
         ));
+    }
+
+    #[test]
+    fn an_overlap_keeps_polling_off_for_a_while() {
+        let at = Instant::now();
+        assert!(!overlapped_lately(None, at));
+        assert!(overlapped_lately(Some(at), at));
+        assert!(overlapped_lately(
+            Some(at),
+            at + NO_POLLING_AFTER_OVERLAP - Duration::from_micros(1)
+        ));
+        assert!(!overlapped_lately(Some(at), at + NO_POLLING_AFTER_OVERLAP));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn two_requests_at_once_stop_polling_and_a_quiet_spell_lets_it_start_again() {
+        enable_on_this_thread(Duration::from_millis(50));
+        let first = Activity::begin();
+        assert!(POLLING.with(Cell::get), "one request at a time polls");
+        let second = Activity::begin();
+        // The polling task sees the overlap on its next round and stops, well before its window.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while POLLING.with(Cell::get) {
+            assert!(Instant::now() < deadline, "polling went on under overlap");
+            tokio::task::yield_now().await;
+        }
+        drop((first, second));
+        assert!(
+            !POLLING.with(Cell::get),
+            "requests ending right after an overlap do not start polling"
+        );
+        assert_eq!(IN_FLIGHT.with(Cell::get), 0);
+        // Once no two requests have overlapped for a while, a request polls again.
+        LAST_OVERLAP.with(|last| {
+            last.set(
+                last.get()
+                    .and_then(|at| at.checked_sub(NO_POLLING_AFTER_OVERLAP)),
+            );
+        });
+        let third = Activity::begin();
+        assert!(
+            POLLING.with(Cell::get),
+            "polling resumes after the quiet spell"
+        );
+        drop(third);
+        enable_on_this_thread(Duration::ZERO);
+        LAST_ACTIVITY.with(|last| last.set(None));
+        while POLLING.with(Cell::get) {
+            tokio::task::yield_now().await;
+        }
     }
 
     #[tokio::test(flavor = "current_thread")]
