@@ -59,61 +59,62 @@ fn serialize_rfc3339<S: serde::Serializer>(at: &SystemTime, out: S) -> Result<S:
 
 impl AuditRecord {
     /// The record as one JSON object, byte for byte what its `Serialize` derive writes. Member
-    /// names are written as they are and digests without the escaping pass (they are checked
-    /// to be hex); everything else a client or server could have chosen goes through
-    /// serde_json's string escaping. The derive spent most of a record's serialisation escaping
-    /// strings that cannot need it.
+    /// names are written as they are, and a string that needs no escaping (the usual case:
+    /// digests, the time, names) is copied after one check of its bytes; the rest goes through
+    /// serde_json's escaping. The derive spent most of a record's serialisation escaping
+    /// strings that do not need it.
     fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
-        out.extend_from_slice(br#"{"time":""#);
-        out.extend_from_slice(rfc3339(self.time).as_bytes());
-        out.extend_from_slice(br#"","server":"#);
-        serde_json::to_writer(&mut *out, &self.server)?;
-        out.extend_from_slice(br#","method":"#);
-        serde_json::to_writer(&mut *out, &self.method)?;
-        out.extend_from_slice(br#","subject":"#);
-        serde_json::to_writer(&mut *out, &self.subject)?;
+        write_member(out, br#"{"time":"#, &rfc3339(self.time))?;
+        write_member(out, br#","server":"#, &self.server)?;
+        write_member(out, br#","method":"#, &self.method)?;
+        write_member(out, br#","subject":"#, &self.subject)?;
         if let Some(client_id) = &self.client_id {
-            out.extend_from_slice(br#","clientId":"#);
-            serde_json::to_writer(&mut *out, client_id)?;
+            write_member(out, br#","clientId":"#, client_id)?;
         }
         if let Some(session) = &self.session {
-            write_digest(out, br#","session":"#, session)?;
+            write_member(out, br#","session":"#, session)?;
         }
         if let Some(target) = &self.target {
-            out.extend_from_slice(br#","target":"#);
-            serde_json::to_writer(&mut *out, target)?;
+            write_member(out, br#","target":"#, target)?;
         }
         if let Some(tool) = &self.tool_sha256 {
-            write_digest(out, br#","toolSha256":"#, tool)?;
+            write_member(out, br#","toolSha256":"#, tool)?;
         }
         if let Some(arguments) = &self.arguments_sha256 {
-            write_digest(out, br#","argumentsSha256":"#, arguments)?;
+            write_member(out, br#","argumentsSha256":"#, arguments)?;
         }
-        out.extend_from_slice(br#","decision":"#);
-        serde_json::to_writer(&mut *out, self.decision)?;
-        out.extend_from_slice(br#","decidedBy":"#);
-        serde_json::to_writer(&mut *out, &self.decided_by)?;
+        write_member(out, br#","decision":"#, self.decision)?;
+        write_member(out, br#","decidedBy":"#, &self.decided_by)?;
         out.extend_from_slice(br#","latencyMs":"#);
         serde_json::to_writer(&mut *out, &self.latency_ms)?;
         if let Some(trace) = &self.trace_id {
-            write_digest(out, br#","traceId":"#, trace)?;
+            write_member(out, br#","traceId":"#, trace)?;
         }
         out.push(b'}');
         Ok(())
     }
 }
 
-/// `"member":"value"` for a hex digest; anything else is escaped like any string.
-fn write_digest(out: &mut Vec<u8>, member: &[u8], value: &str) -> serde_json::Result<()> {
+/// `member` (written as it is) followed by `value` as a JSON string.
+fn write_member(out: &mut Vec<u8>, member: &[u8], value: &str) -> serde_json::Result<()> {
     out.extend_from_slice(member);
-    if value.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if needs_escaping(value) {
+        serde_json::to_writer(out, value)
+    } else {
         out.push(b'"');
         out.extend_from_slice(value.as_bytes());
         out.push(b'"');
         Ok(())
-    } else {
-        serde_json::to_writer(out, value)
     }
+}
+
+/// Whether serde_json changes `value` when it writes it as a string: it escapes control
+/// characters, `"` and `\` and nothing else. No early exit, so the check runs on whole
+/// vector registers.
+fn needs_escaping(value: &str) -> bool {
+    value.bytes().fold(false, |seen, b| {
+        seen | (b < 0x20) | (b == b'"') | (b == b'\\')
+    })
 }
 
 /// What a record's hashed fields are computed from when it is chained, off the request's path;
@@ -475,6 +476,12 @@ mod tests {
     fn the_fixed_writer_matches_the_serde_derive_byte_for_byte() {
         let digest = sha256_hex(b"x");
         let awkward = "q\"uote \\ back\u{1}ctl\ttab é 🦀 \u{2028}";
+        // Each character serde_json escapes, alone and among plain ones; DEL and U+2028 it keeps.
+        for escaped in ["\"", "\\", "\u{0}", "\u{1f}", "a\nb", "\u{7f}", "x\u{2028}"] {
+            let mut fixed = Vec::new();
+            write_member(&mut fixed, b"", escaped).unwrap();
+            assert_eq!(fixed, serde_json::to_vec(escaped).unwrap(), "{escaped:?}");
+        }
         let mut cases = vec![record(1)];
         for latency in [0.0, 1.5, 1e-7, 12345.678, f64::NAN] {
             cases.push(AuditRecord {
