@@ -156,11 +156,7 @@ mod tests {
         assert!(POLLING.with(Cell::get), "one request at a time polls");
         let second = Activity::begin();
         // The polling task sees the overlap on its next round and stops, well before its window.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while POLLING.with(Cell::get) {
-            assert!(Instant::now() < deadline, "polling went on under overlap");
-            tokio::task::yield_now().await;
-        }
+        polling_stops("two requests at once").await;
         drop((first, second));
         assert!(
             !POLLING.with(Cell::get),
@@ -182,7 +178,17 @@ mod tests {
         drop(third);
         enable_on_this_thread(Duration::ZERO);
         LAST_ACTIVITY.with(|last| last.set(None));
+        polling_stops("no activity").await;
+    }
+
+    /// Yield until this thread's polling task has ended; `reason` is what should end it.
+    async fn polling_stops(reason: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
         while POLLING.with(Cell::get) {
+            assert!(
+                Instant::now() < deadline,
+                "polling went on despite {reason}"
+            );
             tokio::task::yield_now().await;
         }
     }
@@ -192,15 +198,21 @@ mod tests {
         enable_on_this_thread(Duration::from_millis(2));
         let first = Activity::begin();
         assert!(POLLING.with(Cell::get), "a request starts polling");
+        drop(first);
+        // One request after another, never two at once: the same polling task carries on.
         let second = Activity::begin();
-        drop((first, second));
+        drop(second);
+        assert!(
+            POLLING.with(Cell::get),
+            "back-to-back requests keep polling"
+        );
         // The polling task yields on every round, so this task gets to run between them and
         // sees it stop once two milliseconds pass with no request.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while POLLING.with(Cell::get) {
-            assert!(Instant::now() < deadline, "polling never stopped");
-            tokio::task::yield_now().await;
-        }
+        polling_stops("two quiet milliseconds").await;
+        assert!(
+            LAST_OVERLAP.with(Cell::get).is_none(),
+            "requests one after another are no overlap"
+        );
         enable_on_this_thread(Duration::ZERO);
         let _off = Activity::begin();
         assert!(!POLLING.with(Cell::get), "no window, no polling");
