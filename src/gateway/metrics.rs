@@ -64,10 +64,12 @@ const KNOWN_METHODS: &[&str] = &[
 
 /// The bounded label value for a method.
 pub fn method_label(method: &str) -> &'static str {
-    KNOWN_METHODS
-        .get(method_index(method))
-        .copied()
-        .unwrap_or(OTHER_METHOD)
+    label_at(method_index(method))
+}
+
+/// The `method` label of a [`method_index`].
+fn label_at(index: usize) -> &'static str {
+    KNOWN_METHODS.get(index).copied().unwrap_or(OTHER_METHOD)
 }
 
 /// The `method` label of every method not in [`KNOWN_METHODS`].
@@ -186,13 +188,16 @@ impl Metrics {
     pub fn request(&self, method: &str, decision: &'static str) {
         let method = method_index(method);
         let labels = || RequestLabels {
-            method: KNOWN_METHODS.get(method).copied().unwrap_or(OTHER_METHOD),
+            method: label_at(method),
             decision,
         };
-        match DECISIONS.iter().position(|d| *d == decision) {
-            Some(at) => {
-                self.handles.requests[method][at]
-                    .get_or_init(|| self.requests.get_or_create(&labels()).clone())
+        let slot = DECISIONS
+            .iter()
+            .position(|d| *d == decision)
+            .and_then(|at| self.handles.requests.get(method)?.get(at));
+        match slot {
+            Some(slot) => {
+                slot.get_or_init(|| self.requests.get_or_create(&labels()).clone())
                     .inc();
             }
             None => {
@@ -204,15 +209,16 @@ impl Metrics {
     /// Observe how long a request took.
     pub fn duration(&self, method: &str, elapsed: Duration) {
         let method = method_index(method);
-        self.handles.durations[method]
-            .get_or_init(|| {
-                self.duration
-                    .get_or_create(&MethodLabel {
-                        method: KNOWN_METHODS.get(method).copied().unwrap_or(OTHER_METHOD),
-                    })
-                    .clone()
-            })
-            .observe(elapsed.as_secs_f64());
+        let labels = MethodLabel {
+            method: label_at(method),
+        };
+        let seconds = elapsed.as_secs_f64();
+        match self.handles.durations.get(method) {
+            Some(slot) => slot
+                .get_or_init(|| self.duration.get_or_create(&labels).clone())
+                .observe(seconds),
+            None => self.duration.get_or_create(&labels).observe(seconds),
+        }
     }
 
     /// Count an upstream failure.
