@@ -151,12 +151,19 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn two_requests_at_once_stop_polling_and_a_quiet_spell_lets_it_start_again() {
-        enable_on_this_thread(Duration::from_millis(50));
+        let window = Duration::from_secs(1);
+        enable_on_this_thread(window);
         let first = Activity::begin();
         assert!(POLLING.with(Cell::get), "one request at a time polls");
+        let overlap = Instant::now();
         let second = Activity::begin();
         // The polling task sees the overlap on its next round and stops, well before its window.
         polling_stops("two requests at once").await;
+        assert!(
+            overlap.elapsed() < window / 2,
+            "polling ran on for {:?} after the overlap",
+            overlap.elapsed()
+        );
         drop((first, second));
         assert!(
             !POLLING.with(Cell::get),
