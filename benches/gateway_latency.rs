@@ -563,6 +563,18 @@ fn main() {
         );
         let (latencies, rps) =
             runtime.block_on(measure(target, clients, Duration::from_secs(seconds)));
+        let mut sorted = latencies.clone();
+        sorted.sort_unstable();
+        if std::env::var_os("GATEWAY_BENCH_SPREAD").is_some() {
+            let spread: Vec<String> = [0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99]
+                .iter()
+                .map(|p| format!("{:.0}", percentile(&sorted, *p) * 1000.0))
+                .collect();
+            eprintln!(
+                "{path} spread us p10/25/50/75/90/95/99: {}",
+                spread.join(" ")
+            );
+        }
         let s = summarize(latencies, &[rps]);
         println!(
             "{path}, {clients} clients: p50 {:.3} ms, p99 {:.3} ms, {:.0} requests/s",
