@@ -378,7 +378,7 @@ pub async fn run(
         .map_err(|e| GatewayError::Setup(format!("cannot start the audit writer thread: {e}")))?;
     let serving = serve_clients(
         listener,
-        server::router(gateway.clone()),
+        server::ClientService::new(gateway.clone()),
         Workers {
             count: workers,
             busy_poll: options.busy_poll,
@@ -421,7 +421,7 @@ struct Workers {
 /// workers in turn, so no worker takes more than its share.
 fn serve_clients(
     listener: tokio::net::TcpListener,
-    app: axum::Router,
+    app: server::ClientService,
     workers: Workers,
     stop: &CancellationToken,
 ) -> Result<impl std::future::Future<Output = Result<(), GatewayError>>, GatewayError> {
@@ -452,6 +452,7 @@ fn serve_clients(
                 .map_err(|e| e.to_string())?;
             runtime.block_on(async move {
                 tokio::spawn(resident_timer());
+                let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
                 axum::serve(Dealt { incoming, local }, app)
                     .with_graceful_shutdown(async move { stopped.cancelled().await })
                     .await

@@ -78,13 +78,61 @@ pub struct Gateway {
     pub(super) upstream_ready: AtomicBool,
 }
 
-/// The MCP endpoint and the protected-resource metadata.
-pub fn router(gateway: Arc<Gateway>) -> Router {
-    let path = if gateway.path.is_empty() {
+/// The client-facing service: a POST to the MCP path goes straight to its handler, everything
+/// else through [`router`]. The router's layers (path match, method match, extensions, boxed
+/// clones) were about nine allocations and 2 KiB of copies on every `tools/call`.
+#[derive(Clone)]
+pub struct ClientService {
+    gateway: Arc<Gateway>,
+    /// [`Gateway::path`], `/` when empty, as the router matches it.
+    path: Arc<str>,
+    router: Router,
+}
+
+impl ClientService {
+    /// The service for `gateway`.
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        Self {
+            path: mcp_path(&gateway).into(),
+            router: router(gateway.clone()),
+            gateway,
+        }
+    }
+}
+
+impl tower::Service<Request> for ClientService {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response, Self::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        if request.method() == axum::http::Method::POST && request.uri().path() == &*self.path {
+            let gateway = self.gateway.clone();
+            return Box::pin(async move { Ok(handle_post(gateway, request).await) });
+        }
+        Box::pin(tower::ServiceExt::oneshot(self.router.clone(), request))
+    }
+}
+
+fn mcp_path(gateway: &Gateway) -> String {
+    if gateway.path.is_empty() {
         "/".to_owned()
     } else {
         gateway.path.clone()
-    };
+    }
+}
+
+/// The MCP endpoint and the protected-resource metadata.
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    let path = mcp_path(&gateway);
     let mut router = Router::new().route(
         &path,
         axum::routing::post(post)
