@@ -563,9 +563,9 @@ fn main() {
         );
         let (latencies, rps) =
             runtime.block_on(measure(target, clients, Duration::from_secs(seconds)));
-        let mut sorted = latencies.clone();
-        sorted.sort_unstable();
         if std::env::var_os("GATEWAY_BENCH_SPREAD").is_some() {
+            let mut sorted = latencies.clone();
+            sorted.sort_unstable();
             let spread: Vec<String> = [0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99]
                 .iter()
                 .map(|p| format!("{:.0}", percentile(&sorted, *p) * 1000.0))

@@ -294,6 +294,22 @@ fn malformed_requests_get_the_specified_answers_and_the_gateway_keeps_serving() 
         assert_eq!(ok.status(), 200, "after {}", case.name);
         assert!(ok.text().unwrap().contains("\"5\""), "after {}", case.name);
     }
+    // Only the MCP path itself reaches the MCP handler: its neighbours are not found.
+    for other in [
+        format!("{url}/"),
+        format!("{url}-other"),
+        format!("{url}/tools"),
+    ] {
+        let response = client
+            .post(&other)
+            .header("content-type", "application/json")
+            .header("accept", ACCEPT_BOTH)
+            .header("mcp-session-id", &session)
+            .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 404, "POST {other}");
+    }
 }
 
 /// A TCP server that answers every HTTP request with `answer`, or never answers when `None`.
