@@ -130,13 +130,13 @@ fn mcp_path(gateway: &Gateway) -> String {
     }
 }
 
-/// The MCP endpoint and the protected-resource metadata.
-pub fn router(gateway: Arc<Gateway>) -> Router {
+/// Everything on the client port but a POST to the MCP path ([`ClientService`] takes that):
+/// GET and DELETE on the MCP path, and the protected-resource metadata.
+fn router(gateway: Arc<Gateway>) -> Router {
     let path = mcp_path(&gateway);
     let mut router = Router::new().route(
         &path,
-        axum::routing::post(post)
-            .get(get)
+        axum::routing::get(get)
             .delete(delete)
             .fallback(method_not_allowed),
     );
@@ -449,15 +449,6 @@ fn closing(mut response: Response) -> Response {
 
 fn is_audited(method: &str) -> bool {
     matches!(method, "tools/call" | "prompts/get" | "resources/read")
-}
-
-/// axum moves a handler's future through several layers before it first runs; boxed, each move
-/// copies a pointer instead of the whole request state.
-fn post(
-    State(gateway): State<Arc<Gateway>>,
-    request: Request,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send>> {
-    Box::pin(handle_post(gateway, request))
 }
 
 async fn handle_post(gateway: Arc<Gateway>, request: Request) -> Response {
