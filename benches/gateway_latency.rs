@@ -107,15 +107,6 @@ fn workers() -> usize {
         .unwrap_or(2)
 }
 
-/// The busy-poll window of the second gateway, in microseconds (`GATEWAY_BENCH_BUSY_POLL`,
-/// default 50: longer than the gaps between one client's back-to-back calls here).
-fn busy_poll_microseconds() -> u16 {
-    std::env::var("GATEWAY_BENCH_BUSY_POLL")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(50)
-}
-
 /// Where the parties run (`GATEWAY_BENCH_PLACEMENT`).
 ///
 /// `free` (the default): no pinning, as the kernel places them.
@@ -267,7 +258,7 @@ fn start_gateway(
     name: &str,
     upstream: &str,
     issuer: &issuer::Issuer,
-    busy_poll_microseconds: u16,
+    busy_poll_microseconds: Option<u16>,
 ) -> (Killed, SocketAddr, SocketAddr) {
     let mut config = mcp_operator::gateway::local_config(
         "127.0.0.1:0",
@@ -295,7 +286,13 @@ fn start_gateway(
     }];
     let path = dir.join(format!("{name}.yaml"));
     std::fs::write(&path, serde_json::to_string(&config).unwrap()).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-operator"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mcp-operator"));
+    if let Some(micros) = busy_poll_microseconds {
+        command
+            .arg("--busy-poll-microseconds")
+            .arg(micros.to_string());
+    }
+    let mut child = command
         .args(["gateway", "--log-format", "json", "--config"])
         .arg(&path)
         .arg("--audit-log")
@@ -304,8 +301,6 @@ fn start_gateway(
         .env("RUST_LOG", "warn,mcp_operator::gateway=info")
         .arg("--worker-threads")
         .arg(workers().to_string())
-        .arg("--busy-poll-microseconds")
-        .arg(busy_poll_microseconds.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -341,6 +336,20 @@ fn start_gateway(
     (Killed(child), listen, admin)
 }
 
+/// User and system CPU time of process `pid` so far, in seconds (`/proc` counts in 1/100 s).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
@@ -353,6 +362,9 @@ fn rss_kib(pid: u32) -> u64 {
         .parse()
         .unwrap()
 }
+
+/// The gateway with busy polling off (`--busy-poll-microseconds 0`).
+const NO_POLL: &str = "gateway-no-poll";
 
 #[derive(Clone)]
 struct Target {
@@ -494,7 +506,7 @@ fn main() {
         upstream,
         (_nginx, nginx),
         (gateway, listen, _admin),
-        (_polling_gateway, polling_listen, _),
+        (no_poll_gateway, no_poll_listen, _),
     ) = placement.on_server_side(|| {
         let upstream = start_fast_upstream();
         wait_for_port(upstream);
@@ -502,14 +514,8 @@ fn main() {
         (
             upstream,
             start_nginx(dir.path(), upstream),
-            start_gateway(dir.path(), "fast", &upstream_url, &issuer, 0),
-            start_gateway(
-                dir.path(),
-                "polling",
-                &upstream_url,
-                &issuer,
-                busy_poll_microseconds(),
-            ),
+            start_gateway(dir.path(), "fast", &upstream_url, &issuer, None),
+            start_gateway(dir.path(), "no-poll", &upstream_url, &issuer, Some(0)),
         )
     });
     let targets = [
@@ -532,12 +538,14 @@ fn main() {
             fresh_connections: false,
         },
         Target {
-            name: "gateway+busy-poll",
-            url: format!("http://{polling_listen}/mcp"),
+            name: NO_POLL,
+            url: format!("http://{no_poll_listen}/mcp"),
             token: Some(token.clone()),
             fresh_connections: false,
         },
     ];
+    let cpus = mcp_operator::gateway::cpu_quota::cpu_quota();
+    let automatic = mcp_operator::gateway::busy_poll::automatic_ceiling(cpus, workers());
     let client_cpus = placement.clients;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -556,9 +564,9 @@ fn main() {
             .find(|t| t.name == path)
             .expect("a path name");
         eprintln!(
-            "gateway pid {} busy-poll pid {} nginx pid {}",
+            "gateway pid {} no-poll pid {} nginx pid {}",
             gateway.0.id(),
-            _polling_gateway.0.id(),
+            no_poll_gateway.0.id(),
             _nginx.0.id()
         );
         let (latencies, rps) =
@@ -583,24 +591,46 @@ fn main() {
         return;
     }
     println!(
-        "# gateway_latency: {} s slices, {ROUNDS} interleaved rounds per target and concurrency; {} serving threads; gateway+busy-poll is --busy-poll-microseconds {}; placement {}\n",
+        "# gateway_latency: {} s slices, {ROUNDS} interleaved rounds per target and concurrency; {} serving threads; gateway has the defaults (CPU quota {:?}: busy polling up to {} µs), {NO_POLL} --busy-poll-microseconds 0; placement {}\n",
         slice.as_secs(),
         workers(),
-        busy_poll_microseconds(),
+        cpus,
+        automatic.as_micros(),
         placement.describe()
     );
     let mut results: Vec<(usize, &'static str, Summary)> = Vec::new();
+    // CPU time (user + system) of each gateway per call, by concurrency.
+    let gateway_pids = [
+        ("gateway", gateway.0.id()),
+        (NO_POLL, no_poll_gateway.0.id()),
+    ];
+    let mut cpu_per_call: Vec<(usize, &'static str, f64)> = Vec::new();
     for clients in [1usize, 32] {
         for target in &targets {
             runtime.block_on(measure(target, clients, Duration::from_millis(500))); // warm-up
         }
         let mut latencies: Vec<Vec<u32>> = vec![Vec::new(); targets.len()];
         let mut rps: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
+        let mut cpu = vec![(0.0f64, 0usize); targets.len()];
         for _round in 0..ROUNDS {
             for (i, target) in targets.iter().enumerate() {
+                let pid = gateway_pids
+                    .iter()
+                    .find(|(n, _)| *n == target.name)
+                    .map(|(_, p)| *p);
+                let before = pid.map(cpu_seconds);
                 let (l, r) = runtime.block_on(measure(target, clients, slice));
+                if let (Some(pid), Some(before)) = (pid, before) {
+                    cpu[i].0 += cpu_seconds(pid) - before;
+                    cpu[i].1 += l.len();
+                }
                 latencies[i].extend(l);
                 rps[i].push(r);
+            }
+        }
+        for (i, target) in targets.iter().enumerate() {
+            if cpu[i].1 > 0 {
+                cpu_per_call.push((clients, target.name, cpu[i].0 / cpu[i].1 as f64 * 1e6));
             }
         }
         for (i, target) in targets.iter().enumerate() {
@@ -631,11 +661,15 @@ fn main() {
         let (direct, nginx) = (get("direct"), get("nginx"));
         let added = |s: &Summary, d: &Summary| (s.p50 - d.p50, s.p99 - d.p99);
         let (n50, n99) = added(nginx, direct);
-        for name in ["gateway", "gateway+busy-poll"] {
+        for name in ["gateway", NO_POLL] {
             let gateway = get(name);
             let (g50, g99) = added(gateway, direct);
+            let cpu = cpu_per_call
+                .iter()
+                .find(|(c, n, _)| *c == clients && *n == name)
+                .map_or(0.0, |(_, _, us)| *us);
             println!(
-                "- {clients} client(s), {name}: added p50 {g50:.3} ms vs nginx {n50:.3} ms (ratio {:.2}, target ≤ 1.5); added p99 {g99:.3} ms vs nginx {n99:.3} ms (ratio {:.2}, target ≤ 2); throughput vs nginx {:.2} (target ≥ 0.7 at 32)",
+                "- {clients} client(s), {name}: added p50 {g50:.3} ms vs nginx {n50:.3} ms (ratio {:.2}, target ≤ 1.5); added p99 {g99:.3} ms vs nginx {n99:.3} ms (ratio {:.2}, target ≤ 2); throughput vs nginx {:.2} (target ≥ 0.7 at 32); gateway CPU {cpu:.1} µs per call",
                 g50 / n50,
                 g99 / n99,
                 gateway.rps / nginx.rps
@@ -679,8 +713,8 @@ fn main() {
         "http://127.0.0.1:{}/mcp",
         line.trim().strip_prefix("PORT ").unwrap()
     );
-    let (_py_gateway, py_listen, _) =
-        placement.on_server_side(|| start_gateway(dir.path(), "python", &python_url, &issuer, 0));
+    let (_py_gateway, py_listen, _) = placement
+        .on_server_side(|| start_gateway(dir.path(), "python", &python_url, &issuer, None));
     let py_targets = [
         Target {
             name: "python direct, keep-alive",

@@ -245,13 +245,16 @@ struct GatewayArgs {
     /// Threads serving MCP clients (default: the CPUs this process may use).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     worker_threads: Option<u16>,
-    /// After a request starts or ends, keep polling for the next one this long before sleeping,
-    /// yielding the CPU to any other thread that wants it: lower latency for back-to-back
-    /// requests at the cost of CPU time (counted against a CPU limit). A thread that has just
-    /// served two requests at once does not poll for 10 ms. 0 sleeps at once.
-    #[arg(long, value_name = "MICROSECONDS", default_value_t = 0,
+    /// After a request starts or ends, keep polling for the next event up to this long before
+    /// sleeping, yielding the CPU to any other thread that wants it: lower latency for
+    /// back-to-back requests at the cost of CPU time (counted against a CPU limit). Each thread
+    /// adapts its window to the gaps it sees: waits longer than this cost almost no polling. A
+    /// thread that has just served two requests at once does not poll for 10 ms. 0 turns it off.
+    /// Default: 100 unless a CPU quota (cgroup) is below one CPU per serving thread plus one,
+    /// then off
+    #[arg(long, value_name = "MICROSECONDS",
           value_parser = clap::value_parser!(u16).range(0..=i64::from(mcp_operator::gateway::busy_poll::MAX_BUSY_POLL_MICROSECONDS)))]
-    busy_poll_microseconds: u16,
+    busy_poll_microseconds: Option<u16>,
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -477,7 +480,9 @@ async fn gateway(args: GatewayArgs) -> Result<(), String> {
         upstream_timeout: Duration::from_secs(args.upstream_timeout_seconds),
         audit_log: args.audit_log,
         worker_threads: args.worker_threads.map(usize::from),
-        busy_poll: Duration::from_micros(u64::from(args.busy_poll_microseconds)),
+        busy_poll: args
+            .busy_poll_microseconds
+            .map(|micros| Duration::from_micros(u64::from(micros))),
     };
     mcp_operator::gateway::run(options, shutdown_signal())
         .await

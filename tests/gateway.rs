@@ -435,45 +435,91 @@ fn rate_limits_answer_429_with_retry_after() {
     assert!(audit.last().is_some_and(limited_line), "{audit:?}");
 }
 
-/// CPU time the gateway's serving thread `name` has run, from the kernel's schedstat.
-fn thread_run_time(pid: u32, name: &str) -> Duration {
+/// The `/proc` directory of the gateway's thread `name`.
+fn thread_dir(pid: u32, name: &str) -> std::path::PathBuf {
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let task = task.unwrap().path();
         if std::fs::read_to_string(task.join("comm")).unwrap().trim() == name {
-            let schedstat = std::fs::read_to_string(task.join("schedstat")).unwrap();
-            let nanos = schedstat
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap();
-            return Duration::from_nanos(nanos);
+            return task;
         }
     }
     panic!("the gateway has no thread named {name}");
 }
 
-#[test]
-fn busy_polling_serves_calls_and_stops_once_requests_stop() {
-    let server = fastmcp(&[], None);
-    let gateway = start_gateway(
-        &config(http_upstream(server.port)),
-        &["--worker-threads", "1", "--busy-poll-microseconds", "10000"],
-        &[],
-    );
-    gateway.wait_ready();
-    let client = http();
-    let session = initialize(&client, &gateway.url());
-    for n in 0..20 {
+/// CPU time the gateway's serving thread `name` has run, from the kernel's schedstat.
+fn thread_run_time(pid: u32, name: &str) -> Duration {
+    let schedstat = std::fs::read_to_string(thread_dir(pid, name).join("schedstat")).unwrap();
+    let nanos = schedstat
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    Duration::from_nanos(nanos)
+}
+
+/// How often the gateway's thread `name` has gone to sleep (voluntary context switches; a
+/// polling thread that yields the CPU still counts as running).
+fn thread_sleeps(pid: u32, name: &str) -> u64 {
+    let status = std::fs::read_to_string(thread_dir(pid, name).join("status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Call the echo tool `calls` times back to back; how often the serving thread slept meanwhile.
+fn sleeps_over_calls(
+    gateway: &Gateway,
+    client: &reqwest::blocking::Client,
+    session: &str,
+    calls: u64,
+) -> u64 {
+    let before = thread_sleeps(gateway.pid(), "gateway-0");
+    for n in 0..calls {
         let text = format!("call {n}");
         let answer = rpc(
-            &client,
+            client,
             &gateway.url(),
-            &session,
+            session,
             json!({"jsonrpc": "2.0", "id": n, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": text}}}),
         );
         assert!(answer.to_string().contains(&text), "{answer}");
     }
+    thread_sleeps(gateway.pid(), "gateway-0") - before
+}
+
+#[test]
+fn busy_polling_learns_the_gaps_serves_calls_and_stops_once_requests_stop() {
+    let server = fastmcp(&[], None);
+    let upstream = config(http_upstream(server.port));
+    // Without polling the serving thread sleeps at least once per call, waiting for the server.
+    let sleeping = start_gateway(
+        &upstream,
+        &["--worker-threads", "1", "--busy-poll-microseconds", "0"],
+        &[],
+    );
+    sleeping.wait_ready();
+    let client = http();
+    let session = initialize(&client, &sleeping.url());
+    let slept = sleeps_over_calls(&sleeping, &client, &session, 40);
+    assert!(slept >= 40, "without polling: {slept} sleeps over 40 calls");
+    drop(sleeping);
+    // With a 10 ms ceiling the windows grow to cover both gaps (the server's answer, the
+    // client's next call) within the first calls; after that the thread hardly sleeps.
+    let gateway = start_gateway(
+        &upstream,
+        &["--worker-threads", "1", "--busy-poll-microseconds", "10000"],
+        &[],
+    );
+    gateway.wait_ready();
+    let session = initialize(&client, &gateway.url());
+    sleeps_over_calls(&gateway, &client, &session, 20);
+    let slept = sleeps_over_calls(&gateway, &client, &session, 40);
+    assert!(slept < 20, "polling: {slept} sleeps over 40 calls");
     // Once no request has come for the 10 ms window, the serving thread sleeps: over a quiet
     // 100 ms it runs for almost nothing (a poller that never stopped would run all of it).
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

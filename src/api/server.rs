@@ -459,9 +459,12 @@ pub struct GatewaySettings {
     /// Request rate limits applied per caller.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
-    /// Microseconds the gateway keeps polling for the next request after one starts or ends,
-    /// instead of sleeping (`--busy-poll-microseconds`): lower latency for back-to-back calls,
-    /// paid in CPU time that counts against the container's CPU limit. Off when absent or 0.
+    /// Longest the gateway keeps polling for the next event after a request starts or ends,
+    /// instead of sleeping, in microseconds (`--busy-poll-microseconds`; each serving thread
+    /// adapts its window to the gaps it sees): lower latency for back-to-back calls, paid in CPU
+    /// time that counts against the container's CPU limit. 0 turns it off. When absent the
+    /// gateway decides: 100 when its CPU limit leaves a whole CPU per serving thread plus one
+    /// (or there is no limit), off otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 10000))]
     pub busy_poll_microseconds: Option<i32>,

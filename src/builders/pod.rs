@@ -304,7 +304,7 @@ fn gateway_args(spec: &MCPServerSpec, config_path: String) -> Vec<String> {
         .gateway
         .as_ref()
         .and_then(|g| g.busy_poll_microseconds)
-        .filter(|&window| window > 0)
+        .filter(|&window| window >= 0)
     {
         args.extend(["--busy-poll-microseconds".into(), window.to_string()]);
     }

@@ -4,10 +4,17 @@
 //! Waking a sleeping thread costs a scheduler round trip, and on a busy or virtualised CPU the
 //! woken thread can wait its turn for tens of microseconds. When requests come back to back (a
 //! client that calls tools in a loop, a fast upstream), the next event usually arrives within the
-//! window, so the thread is still running when it does. The price is CPU time: a thread polls
-//! for up to the window after every request, even when nothing comes. Each round yields the CPU
-//! to any other thread waiting for it, so polling only takes time nothing else wanted; under a
-//! CPU limit it still counts against the quota. Off by default, like HAProxy's `busy-polling`.
+//! window, so the thread is still running when it does. The price is CPU time. Each round yields
+//! the CPU to any other thread waiting for it, so polling only takes time nothing else wanted;
+//! under a CPU limit it still counts against the quota.
+//!
+//! The window adapts, as the kernel's halt polling does for virtual CPUs: it starts at zero,
+//! grows (doubling from [`FIRST_WINDOW`]) each time the thread slept for no longer than the
+//! ceiling, so that polling would have caught the event, and halves each time it slept longer.
+//! A thread keeps two windows, one for waiting on the server's answer and one for waiting on the
+//! next request, because the two gaps differ (a slow server behind a fast client). Waits longer
+//! than the ceiling (a slow server, calls seconds apart) therefore cost next to no polling;
+//! back-to-back traffic polls for up to the ceiling.
 //!
 //! A thread that has just served two requests at once does not poll: under load its sockets
 //! are rarely quiet, the wake-up it would save is rare, and the CPU time a polling round takes
@@ -17,16 +24,40 @@
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
-/// Longest window `--busy-poll-microseconds` accepts: beyond this, polling costs far more CPU
+/// Longest ceiling `--busy-poll-microseconds` accepts: beyond this, polling costs far more CPU
 /// time than the wake-up it saves.
 pub const MAX_BUSY_POLL_MICROSECONDS: u16 = 10_000;
 
 /// How long a thread that served two requests at once goes without polling.
 pub const NO_POLLING_AFTER_OVERLAP: Duration = Duration::from_millis(10);
 
+/// The window a thread polls for after its first short sleep; shorter windows become zero.
+pub const FIRST_WINDOW: Duration = Duration::from_micros(10);
+
+/// The ceiling when `--busy-poll-microseconds` is not given and the CPU quota allows polling.
+/// A sleep's length includes the thread's own wake-up (20–30 µs on a virtual machine whose idle
+/// CPUs halt), so a ceiling much below 100 µs never learns the gap to a fast client's next call.
+pub const AUTOMATIC_CEILING: Duration = Duration::from_micros(100);
+
+/// The ceiling when none is given: [`AUTOMATIC_CEILING`] unless a CPU quota (`cpus`, see
+/// [`super::cpu_quota`]) is too small for every serving thread to poll a whole CPU with one to
+/// spare, and zero (off) then, since polling time counts against the quota.
+pub fn automatic_ceiling(cpus: Option<f64>, serving_threads: usize) -> Duration {
+    match cpus {
+        // Thread counts are small; the conversion is exact.
+        #[allow(clippy::cast_precision_loss)]
+        Some(cpus) if cpus < serving_threads as f64 + 1.0 => Duration::ZERO,
+        _ => AUTOMATIC_CEILING,
+    }
+}
+
 thread_local! {
-    /// This thread's window; zero (the default, and on every thread but a serving one) is off.
-    static WINDOW: Cell<Duration> = const { Cell::new(Duration::ZERO) };
+    /// This thread's ceiling; zero (the default, and on every thread but a serving one) is off.
+    static CEILING: Cell<Duration> = const { Cell::new(Duration::ZERO) };
+    /// This thread's current windows, between zero and the ceiling, by [`Wait`].
+    static WINDOWS: Cell<[Duration; 2]> = const { Cell::new([Duration::ZERO; 2]) };
+    /// When this thread last went to sleep, and what it was waiting for.
+    static ASLEEP_SINCE: Cell<Option<(Instant, Wait)>> = const { Cell::new(None) };
     /// When a request last started or ended on this thread.
     static LAST_ACTIVITY: Cell<Option<Instant>> = const { Cell::new(None) };
     /// Whether this thread's polling task is running.
@@ -37,9 +68,80 @@ thread_local! {
     static LAST_OVERLAP: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
-/// Turn busy polling on for the serving thread this is called on.
-pub(super) fn enable_on_this_thread(window: Duration) {
-    WINDOW.with(|w| w.set(window));
+/// What a quiet serving thread is waiting for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wait {
+    /// A request is in flight: the server's answer.
+    Answer = 0,
+    /// Nothing is in flight: the next request.
+    Request = 1,
+}
+
+impl Wait {
+    fn now() -> Self {
+        if IN_FLIGHT.with(Cell::get) > 0 {
+            Self::Answer
+        } else {
+            Self::Request
+        }
+    }
+}
+
+fn window(wait: Wait) -> Duration {
+    WINDOWS.with(Cell::get)[wait as usize]
+}
+
+/// Turn busy polling on for the serving thread this is called on, with windows up to `ceiling`.
+pub(super) fn enable_on_this_thread(ceiling: Duration) {
+    CEILING.with(|c| c.set(ceiling));
+    WINDOWS.with(|w| w.set([Duration::ZERO; 2]));
+}
+
+/// Called by a serving thread's runtime just before it sleeps.
+pub(super) fn going_to_sleep() {
+    if !CEILING.with(Cell::get).is_zero() {
+        ASLEEP_SINCE.with(|since| since.set(Some((Instant::now(), Wait::now()))));
+    }
+}
+
+/// Called by a serving thread's runtime just after it wakes: how long it waited adapts the
+/// window of what it waited for. The wait counts from the last request start or end, where
+/// polling starts too, not from when the thread fell asleep after polling ran out.
+pub(super) fn woke_up() {
+    let ceiling = CEILING.with(Cell::get);
+    if let Some((since, wait)) = ASLEEP_SINCE.with(Cell::take) {
+        let now = Instant::now();
+        let from = LAST_ACTIVITY
+            .with(Cell::get)
+            .map_or(since, |last| last.min(since));
+        let slept = now.saturating_duration_since(from);
+        WINDOWS.with(|windows| {
+            let mut w = windows.get();
+            w[wait as usize] = adapted_window(w[wait as usize], slept, ceiling);
+            windows.set(w);
+        });
+    }
+}
+
+/// The window after a sleep of `slept`: polling for that long would have caught the event that
+/// ended a sleep shorter than the ceiling, so the window grows towards it; a longer sleep means
+/// polling would only have burnt CPU, so the window halves.
+fn adapted_window(window: Duration, slept: Duration, ceiling: Duration) -> Duration {
+    if slept <= ceiling {
+        if window >= slept && !window.is_zero() {
+            // Polling already covered it (the thread slept for another reason, such as an
+            // overlap); no reason to grow.
+            return window;
+        }
+        (window * 2).max(FIRST_WINDOW).min(ceiling)
+    } else {
+        let halved = window / 2;
+        if halved < FIRST_WINDOW {
+            Duration::ZERO
+        } else {
+            halved
+        }
+    }
 }
 
 /// Held while a request is handled: starting and ending it each restart the window.
@@ -47,7 +149,7 @@ pub(super) struct Activity(());
 
 impl Activity {
     pub(super) fn begin() -> Self {
-        if !WINDOW.with(Cell::get).is_zero() {
+        if !CEILING.with(Cell::get).is_zero() {
             let others = IN_FLIGHT.with(|n| n.replace(n.get().saturating_add(1)));
             if others > 0 {
                 LAST_OVERLAP.with(|last| last.set(Some(Instant::now())));
@@ -60,7 +162,7 @@ impl Activity {
 
 impl Drop for Activity {
     fn drop(&mut self) {
-        if !WINDOW.with(Cell::get).is_zero() {
+        if !CEILING.with(Cell::get).is_zero() {
             IN_FLIGHT.with(|n| n.set(n.get().saturating_sub(1)));
             note_activity();
         }
@@ -68,19 +170,18 @@ impl Drop for Activity {
 }
 
 fn note_activity() {
-    let window = WINDOW.with(Cell::get);
-    if window.is_zero() {
-        return;
-    }
     let now = Instant::now();
     LAST_ACTIVITY.with(|last| last.set(Some(now)));
-    if POLLING.with(Cell::get) || overlapped_lately(LAST_OVERLAP.with(Cell::get), now) {
+    if window(Wait::now()).is_zero()
+        || POLLING.with(Cell::get)
+        || overlapped_lately(LAST_OVERLAP.with(Cell::get), now)
+    {
         return;
     }
     // Outside a runtime (a request dropped while its thread shuts down) there is nothing to poll.
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
         POLLING.with(|polling| polling.set(true));
-        runtime.spawn(poll_until_quiet(window));
+        runtime.spawn(poll_until_quiet());
     }
 }
 
@@ -94,12 +195,12 @@ fn overlapped_lately(overlap: Option<Instant>, now: Instant) -> bool {
     overlap.is_some_and(|at| now.saturating_duration_since(at) < NO_POLLING_AFTER_OVERLAP)
 }
 
-/// Keep this thread's runtime from sleeping until no request has started or ended for `window`,
-/// or until requests overlap.
-async fn poll_until_quiet(window: Duration) {
+/// Keep this thread's runtime from sleeping until no request has started or ended for the
+/// current window, or until requests overlap.
+async fn poll_until_quiet() {
     loop {
         let now = Instant::now();
-        if !still_polling(LAST_ACTIVITY.with(Cell::get), now, window)
+        if !still_polling(LAST_ACTIVITY.with(Cell::get), now, window(Wait::now()))
             || overlapped_lately(LAST_OVERLAP.with(Cell::get), now)
         {
             break;
@@ -149,10 +250,96 @@ mod tests {
         assert!(!overlapped_lately(Some(at), at + NO_POLLING_AFTER_OVERLAP));
     }
 
+    #[test]
+    fn polling_is_on_by_default_only_when_the_cpu_quota_leaves_room_for_it() {
+        assert_eq!(automatic_ceiling(None, 2), AUTOMATIC_CEILING);
+        assert_eq!(automatic_ceiling(Some(3.0), 2), AUTOMATIC_CEILING);
+        assert_eq!(automatic_ceiling(Some(2.9), 2), Duration::ZERO);
+        assert_eq!(automatic_ceiling(Some(0.5), 1), Duration::ZERO);
+    }
+
+    #[test]
+    fn short_sleeps_grow_the_window_to_the_ceiling_and_long_ones_halve_it_to_nothing() {
+        let ceiling = Duration::from_micros(100);
+        let us = Duration::from_micros;
+        // A sleep polling could have covered grows the window by doubling, up to the ceiling.
+        let mut window = Duration::ZERO;
+        let mut grown = Vec::new();
+        for _ in 0..6 {
+            window = adapted_window(window, us(95), ceiling);
+            grown.push(window.as_micros());
+        }
+        assert_eq!(grown, [10, 20, 40, 80, 100, 100]);
+        // It grows only while it is shorter than the sleeps it would have to cover.
+        assert_eq!(adapted_window(us(80), us(70), ceiling), us(80));
+        // A sleep at the ceiling still counts as one polling would have caught.
+        assert_eq!(adapted_window(us(80), ceiling, ceiling), ceiling);
+        // A sleep already within the window (the thread slept while polling was off) changes
+        // nothing.
+        assert_eq!(adapted_window(us(40), us(30), ceiling), us(40));
+        // Sleeps longer than the ceiling halve the window; below the first window it is off.
+        let mut shrunk = Vec::new();
+        for _ in 0..5 {
+            window = adapted_window(window, us(101), ceiling);
+            shrunk.push(window.as_micros());
+        }
+        assert_eq!(shrunk, [50, 25, 12, 0, 0]);
+        // No ceiling, no window.
+        assert_eq!(
+            adapted_window(Duration::ZERO, us(5), Duration::ZERO),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn each_sleep_adapts_the_window_of_what_the_thread_waited_for() {
+        let ceiling = Duration::from_millis(500);
+        enable_on_this_thread(ceiling);
+        // Waiting for the next request, a short sleep: that window grows, the other does not.
+        going_to_sleep();
+        woke_up();
+        assert_eq!(window(Wait::Request), FIRST_WINDOW);
+        assert_eq!(window(Wait::Answer), Duration::ZERO);
+        // With a request in flight, the sleep counts for the answer's window.
+        IN_FLIGHT.with(|n| n.set(1));
+        going_to_sleep();
+        woke_up();
+        assert_eq!(window(Wait::Answer), FIRST_WINDOW);
+        // A sleep longer than the ceiling halves it (to nothing, from the first window).
+        ASLEEP_SINCE.with(|since| {
+            since.set(
+                Instant::now()
+                    .checked_sub(ceiling * 2)
+                    .map(|at| (at, Wait::Answer)),
+            );
+        });
+        woke_up();
+        assert_eq!(window(Wait::Answer), Duration::ZERO);
+        assert_eq!(window(Wait::Request), FIRST_WINDOW);
+        IN_FLIGHT.with(|n| n.set(0));
+        // The wait counts from the last request start or end: a short sleep after polling ran
+        // out on a long gap is a long wait.
+        LAST_ACTIVITY.with(|last| last.set(Instant::now().checked_sub(ceiling * 2)));
+        going_to_sleep();
+        woke_up();
+        assert_eq!(window(Wait::Request), Duration::ZERO);
+        LAST_ACTIVITY.with(|last| last.set(None));
+        enable_on_this_thread(Duration::ZERO);
+        // Off, sleeps are not even timed.
+        going_to_sleep();
+        assert!(ASLEEP_SINCE.with(Cell::get).is_none());
+    }
+
+    /// Turn polling on for this thread with both windows already at `window`.
+    fn enable_with_windows(window: Duration) {
+        enable_on_this_thread(window);
+        WINDOWS.with(|w| w.set([window; 2]));
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn two_requests_at_once_stop_polling_and_a_quiet_spell_lets_it_start_again() {
         let window = Duration::from_secs(1);
-        enable_on_this_thread(window);
+        enable_with_windows(window);
         let first = Activity::begin();
         assert!(POLLING.with(Cell::get), "one request at a time polls");
         let overlap = Instant::now();
@@ -203,6 +390,13 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_request_starts_one_polling_task_that_ends_when_the_thread_is_quiet() {
         enable_on_this_thread(Duration::from_millis(2));
+        let unlearned = Activity::begin();
+        assert!(
+            !POLLING.with(Cell::get),
+            "a thread that has not yet slept briefly does not poll"
+        );
+        drop(unlearned);
+        enable_with_windows(Duration::from_millis(2));
         let first = Activity::begin();
         assert!(POLLING.with(Cell::get), "a request starts polling");
         drop(first);

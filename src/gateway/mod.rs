@@ -6,13 +6,14 @@
 //! Parts, each a plain module tested on its own: [`protocol`] (messages, eras, headers),
 //! [`auth`] (tokens, JWKS, metadata), [`access`] (per-tool rules), [`inventory`] (tool
 //! definitions and hashes), [`limits`] (token buckets), [`audit`] (hash-chained log),
-//! [`sessions`], [`metrics`], [`upstream`] (HTTP and stdio servers), [`busy_poll`] (an opt-in
-//! latency setting) and [`server`] (the HTTP handlers that call them in order).
+//! [`sessions`], [`metrics`], [`upstream`] (HTTP and stdio servers), [`busy_poll`] (adaptive
+//! polling, on unless a CPU quota is too small, see [`cpu_quota`]) and [`server`] (the HTTP handlers that call them in order).
 
 pub mod access;
 pub mod audit;
 pub mod auth;
 pub mod busy_poll;
+pub mod cpu_quota;
 pub mod inventory;
 pub mod limits;
 pub mod metrics;
@@ -70,9 +71,9 @@ pub struct GatewayOptions {
     pub audit_log: Option<PathBuf>,
     /// Threads serving MCP clients; `None` is one per CPU this process may use.
     pub worker_threads: Option<usize>,
-    /// How long a serving thread keeps polling after a request before it sleeps; zero is off
-    /// (see [`busy_poll`]).
-    pub busy_poll: Duration,
+    /// Longest a serving thread keeps polling after a request before it sleeps; zero is off,
+    /// `None` decides by the CPU quota (see [`busy_poll::automatic_ceiling`]).
+    pub busy_poll: Option<Duration>,
 }
 
 /// Why the gateway cannot start.
@@ -370,6 +371,17 @@ pub async fn run(
     let workers = options.worker_threads.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
+    let busy_poll = options.busy_poll.unwrap_or_else(|| {
+        let cpus = cpu_quota::cpu_quota();
+        let ceiling = busy_poll::automatic_ceiling(cpus, workers);
+        tracing::info!(
+            cpu_quota = ?cpus,
+            serving_threads = workers,
+            busy_poll_microseconds = ceiling.as_micros(),
+            "busy polling chosen by the CPU quota (--busy-poll-microseconds sets it)"
+        );
+        ceiling
+    });
     // Dropping `stop_writing` ends the writer thread, after one last write.
     let (stop_writing, writing_stopped) = std::sync::mpsc::channel::<()>();
     gateway
@@ -381,7 +393,7 @@ pub async fn run(
         server::ClientService::new(gateway.clone()),
         Workers {
             count: workers,
-            busy_poll: options.busy_poll,
+            busy_poll,
             before_waiting: {
                 let audit = gateway.audit.clone();
                 Arc::new(move || audit.chain_queued())
@@ -447,7 +459,11 @@ fn serve_clients(
             busy_poll::enable_on_this_thread(busy_poll);
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
-                .on_thread_park(move || before_waiting())
+                .on_thread_park(move || {
+                    before_waiting();
+                    busy_poll::going_to_sleep();
+                })
+                .on_thread_unpark(busy_poll::woke_up)
                 .build()
                 .map_err(|e| e.to_string())?;
             runtime.block_on(async move {
