@@ -287,13 +287,14 @@ fn start_gateway(
     let path = dir.join(format!("{name}.yaml"));
     std::fs::write(&path, serde_json::to_string(&config).unwrap()).unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_mcp-operator"));
+    command.arg("gateway");
     if let Some(micros) = busy_poll_microseconds {
         command
             .arg("--busy-poll-microseconds")
             .arg(micros.to_string());
     }
     let mut child = command
-        .args(["gateway", "--log-format", "json", "--config"])
+        .args(["--log-format", "json", "--config"])
         .arg(&path)
         .arg("--audit-log")
         .arg(dir.join(format!("{name}-audit.log")))
