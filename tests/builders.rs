@@ -446,32 +446,31 @@ fn stdio_servers_run_behind_the_wrapper() {
 
 #[test]
 fn a_busy_polling_setting_reaches_the_gateway_command_line_and_none_leaves_it_to_the_gateway() {
-    let gateway_args = |extra_spec: &str| {
+    // The value after `--busy-poll-microseconds` on the gateway's command line, if any.
+    let busy_poll_flag = |extra_spec: &str| {
         let d = desired(&http_server(extra_spec), &[], &[]);
         let gateway = pod(&d)
             .containers
             .iter()
             .find(|c| c.name == "gateway")
             .unwrap();
-        gateway.args.clone().unwrap()
+        let args = gateway.args.clone().unwrap();
+        args.iter()
+            .position(|a| a == "--busy-poll-microseconds")
+            .map(|flag| args[flag + 1].clone())
     };
-    let polling = gateway_args("  gateway: {busyPollMicroseconds: 50}\n");
-    let flag = polling
-        .iter()
-        .position(|a| a == "--busy-poll-microseconds")
-        .expect("the flag is passed");
-    assert_eq!(polling[flag + 1], "50");
+    assert_eq!(
+        busy_poll_flag("  gateway: {busyPollMicroseconds: 50}\n").as_deref(),
+        Some("50")
+    );
     // 0 is passed on: it turns off what the gateway would otherwise decide for itself.
-    let off = gateway_args("  gateway: {busyPollMicroseconds: 0}\n");
-    let flag = off
-        .iter()
-        .position(|a| a == "--busy-poll-microseconds")
-        .expect("0 is passed");
-    assert_eq!(off[flag + 1], "0");
-    assert!(
-        !gateway_args("")
-            .iter()
-            .any(|a| a.starts_with("--busy-poll")),
+    assert_eq!(
+        busy_poll_flag("  gateway: {busyPollMicroseconds: 0}\n").as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        busy_poll_flag(""),
+        None,
         "absent, the gateway decides by its CPU limit"
     );
 }

@@ -7,7 +7,8 @@
 //! [`auth`] (tokens, JWKS, metadata), [`access`] (per-tool rules), [`inventory`] (tool
 //! definitions and hashes), [`limits`] (token buckets), [`audit`] (hash-chained log),
 //! [`sessions`], [`metrics`], [`upstream`] (HTTP and stdio servers), [`busy_poll`] (adaptive
-//! polling, on unless a CPU quota is too small, see [`cpu_quota`]) and [`server`] (the HTTP handlers that call them in order).
+//! polling, on unless a CPU quota is too small, see [`cpu_quota`]) and [`server`] (the HTTP
+//! handlers that call them in order).
 
 pub mod access;
 pub mod audit;
