@@ -471,6 +471,21 @@ fn thread_sleeps(pid: u32, name: &str) -> u64 {
         .unwrap()
 }
 
+/// `mcp_gateway_busy_poll_seconds_total` from the gateway's admin port.
+fn polled_seconds(client: &reqwest::blocking::Client, gateway: &Gateway) -> f64 {
+    let text = client
+        .get(gateway.admin_url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix("mcp_gateway_busy_poll_seconds_total "))
+        .unwrap_or_else(|| panic!("no busy-poll counter in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
 /// Call the echo tool `calls` times back to back; how often the serving thread slept meanwhile.
 fn sleeps_over_calls(
     gateway: &Gateway,
@@ -507,6 +522,7 @@ fn busy_polling_learns_the_gaps_serves_calls_and_stops_once_requests_stop() {
     let session = initialize(&client, &sleeping.url());
     let slept = sleeps_over_calls(&sleeping, &client, &session, 40);
     assert!(slept >= 40, "without polling: {slept} sleeps over 40 calls");
+    assert_eq!(polled_seconds(&client, &sleeping), 0.0);
     drop(sleeping);
     // With a 10 ms ceiling the windows grow to cover both gaps (the server's answer, the
     // client's next call) within the first calls; after that the thread hardly sleeps.
@@ -520,6 +536,10 @@ fn busy_polling_learns_the_gaps_serves_calls_and_stops_once_requests_stop() {
     sleeps_over_calls(&gateway, &client, &session, 20);
     let slept = sleeps_over_calls(&gateway, &client, &session, 40);
     assert!(slept < 20, "polling: {slept} sleeps over 40 calls");
+    assert!(
+        polled_seconds(&client, &gateway) > 0.0,
+        "the time spent polling shows on the admin port"
+    );
     // Once no request has come for the 10 ms window, the serving thread sleeps: over a quiet
     // 100 ms it runs for almost nothing (a poller that never stopped would run all of it).
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

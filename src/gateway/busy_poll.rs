@@ -21,8 +21,10 @@
 //! is what the clients and the server on the same CPUs need (at 32 clients on two CPUs, polling
 //! regardless put the gateway's p99 from 1.7 to 2.7 ms).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant};
+
+use super::metrics::SecondsCounter;
 
 /// Longest ceiling `--busy-poll-microseconds` accepts: beyond this, polling costs far more CPU
 /// time than the wake-up it saves.
@@ -60,6 +62,8 @@ thread_local! {
     static ASLEEP_SINCE: Cell<Option<(Instant, Wait)>> = const { Cell::new(None) };
     /// When a request last started or ended on this thread.
     static LAST_ACTIVITY: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// Where this thread adds the time it spends polling.
+    static POLLED: RefCell<Option<SecondsCounter>> = const { RefCell::new(None) };
     /// Whether this thread's polling task is running.
     static POLLING: Cell<bool> = const { Cell::new(false) };
     /// Requests being handled on this thread.
@@ -91,9 +95,11 @@ fn window(wait: Wait) -> Duration {
     WINDOWS.with(Cell::get)[wait as usize]
 }
 
-/// Turn busy polling on for the serving thread this is called on, with windows up to `ceiling`.
-pub(super) fn enable_on_this_thread(ceiling: Duration) {
+/// Turn busy polling on for the serving thread this is called on, with windows up to `ceiling`;
+/// the time it polls is added to `polled`.
+pub(super) fn enable_on_this_thread(ceiling: Duration, polled: Option<SecondsCounter>) {
     CEILING.with(|c| c.set(ceiling));
+    POLLED.with(|p| p.replace(polled));
     WINDOWS.with(|w| w.set([Duration::ZERO; 2]));
 }
 
@@ -198,6 +204,7 @@ fn overlapped_lately(overlap: Option<Instant>, now: Instant) -> bool {
 /// Keep this thread's runtime from sleeping until no request has started or ended for the
 /// current window, or until requests overlap.
 async fn poll_until_quiet() {
+    let started = Instant::now();
     loop {
         let now = Instant::now();
         if !still_polling(LAST_ACTIVITY.with(Cell::get), now, window(Wait::now()))
@@ -212,6 +219,11 @@ async fn poll_until_quiet() {
         tokio::task::yield_now().await;
     }
     POLLING.with(|polling| polling.set(false));
+    POLLED.with(|polled| {
+        if let Some(polled) = &*polled.borrow() {
+            polled.inc_by(started.elapsed().as_secs_f64());
+        }
+    });
 }
 
 #[cfg(test)]
@@ -294,7 +306,7 @@ mod tests {
     #[test]
     fn each_sleep_adapts_the_window_of_what_the_thread_waited_for() {
         let ceiling = Duration::from_millis(500);
-        enable_on_this_thread(ceiling);
+        enable_on_this_thread(ceiling, None);
         // Waiting for the next request, a short sleep: that window grows, the other does not.
         going_to_sleep();
         woke_up();
@@ -324,7 +336,7 @@ mod tests {
         woke_up();
         assert_eq!(window(Wait::Request), Duration::ZERO);
         LAST_ACTIVITY.with(|last| last.set(None));
-        enable_on_this_thread(Duration::ZERO);
+        enable_on_this_thread(Duration::ZERO, None);
         // Off, sleeps are not even timed.
         going_to_sleep();
         assert!(ASLEEP_SINCE.with(Cell::get).is_none());
@@ -332,7 +344,7 @@ mod tests {
 
     /// Turn polling on for this thread with both windows already at `window`.
     fn enable_with_windows(window: Duration) {
-        enable_on_this_thread(window);
+        enable_on_this_thread(window, None);
         WINDOWS.with(|w| w.set([window; 2]));
     }
 
@@ -370,7 +382,7 @@ mod tests {
             "polling resumes after the quiet spell"
         );
         drop(third);
-        enable_on_this_thread(Duration::ZERO);
+        enable_on_this_thread(Duration::ZERO, None);
         LAST_ACTIVITY.with(|last| last.set(None));
         polling_stops("no activity").await;
     }
@@ -389,7 +401,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_request_starts_one_polling_task_that_ends_when_the_thread_is_quiet() {
-        enable_on_this_thread(Duration::from_millis(2));
+        enable_on_this_thread(Duration::from_millis(2), None);
         let unlearned = Activity::begin();
         assert!(
             !POLLING.with(Cell::get),
@@ -414,7 +426,7 @@ mod tests {
             LAST_OVERLAP.with(Cell::get).is_none(),
             "requests one after another are no overlap"
         );
-        enable_on_this_thread(Duration::ZERO);
+        enable_on_this_thread(Duration::ZERO, None);
         let _off = Activity::begin();
         assert!(!POLLING.with(Cell::get), "no window, no polling");
     }

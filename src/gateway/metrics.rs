@@ -6,6 +6,7 @@
 //! | `mcp_gateway_request_duration_seconds` | histogram | `method` |
 //! | `mcp_gateway_upstream_errors_total` | counter | `kind`: unreachable, timeout, invalid, not_running |
 //! | `mcp_gateway_active_sessions` | gauge | |
+//! | `mcp_gateway_busy_poll_seconds_total` | counter | |
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -22,6 +23,10 @@ pub const METRIC_REQUESTS: &str = "mcp_gateway_requests";
 pub const METRIC_REQUEST_DURATION: &str = "mcp_gateway_request_duration_seconds";
 pub const METRIC_UPSTREAM_ERRORS: &str = "mcp_gateway_upstream_errors";
 pub const METRIC_ACTIVE_SESSIONS: &str = "mcp_gateway_active_sessions";
+pub const METRIC_BUSY_POLL: &str = "mcp_gateway_busy_poll_seconds";
+
+/// Seconds, as a counter.
+pub type SecondsCounter = Counter<f64, std::sync::atomic::AtomicU64>;
 
 /// Decisions, as audit values and metric labels.
 pub mod decision {
@@ -135,6 +140,8 @@ pub struct Metrics {
     upstream_errors: Family<KindLabel, Counter>,
     /// Sessions currently open.
     pub active_sessions: Gauge,
+    /// Time serving threads kept polling instead of sleeping (see [`super::busy_poll`]).
+    pub busy_poll: SecondsCounter,
     handles: Arc<Handles>,
 }
 
@@ -154,6 +161,7 @@ impl Metrics {
         });
         let upstream_errors = Family::<KindLabel, Counter>::default();
         let active_sessions = Gauge::default();
+        let busy_poll = SecondsCounter::default();
         registry.register(
             METRIC_REQUESTS,
             "JSON-RPC messages by method and decision",
@@ -174,12 +182,18 @@ impl Metrics {
             "Open MCP sessions",
             active_sessions.clone(),
         );
+        registry.register(
+            METRIC_BUSY_POLL,
+            "Time serving threads spent polling instead of sleeping, work done meanwhile included",
+            busy_poll.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             requests,
             duration,
             upstream_errors,
             active_sessions,
+            busy_poll,
             handles: Arc::new(Handles::new()),
         }
     }

@@ -395,6 +395,7 @@ pub async fn run(
         Workers {
             count: workers,
             busy_poll,
+            polled: gateway.metrics.busy_poll.clone(),
             before_waiting: {
                 let audit = gateway.audit.clone();
                 Arc::new(move || audit.chain_queued())
@@ -424,6 +425,8 @@ struct Workers {
     count: usize,
     /// See [`busy_poll`].
     busy_poll: Duration,
+    /// Where serving threads add the time they poll.
+    polled: metrics::SecondsCounter,
     /// Run by a serving thread about to wait for work (chaining audit lines).
     before_waiting: Arc<dyn Fn() + Send + Sync>,
 }
@@ -446,6 +449,7 @@ fn serve_clients(
     let Workers {
         count,
         busy_poll,
+        polled,
         before_waiting,
     } = workers;
     for worker in 0..count.max(1) {
@@ -456,8 +460,9 @@ fn serve_clients(
         let (done, result) = tokio::sync::oneshot::channel();
         finished.push(result);
         let before_waiting = before_waiting.clone();
+        let polled = polled.clone();
         let serve = move || -> Result<(), String> {
-            busy_poll::enable_on_this_thread(busy_poll);
+            busy_poll::enable_on_this_thread(busy_poll, Some(polled));
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .on_thread_park(move || {
