@@ -377,12 +377,7 @@ fn a_server_that_answers_garbage_or_hangs_gets_a_gateway_error() {
     assert_eq!(response.status(), 504);
     assert_eq!(rpc_error_code(&response.text().unwrap()), Some(-32003));
     assert!(started.elapsed() < Duration::from_secs(20));
-    let metrics = client
-        .get(hanging.admin_url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = admin_metrics(&client, &hanging);
     assert!(
         metrics.contains("mcp_gateway_upstream_errors_total{kind=\"timeout\"}"),
         "{metrics}"
@@ -471,14 +466,19 @@ fn thread_sleeps(pid: u32, name: &str) -> u64 {
         .unwrap()
 }
 
-/// `mcp_gateway_busy_poll_seconds_total` from the gateway's admin port.
-fn polled_seconds(client: &reqwest::blocking::Client, gateway: &Gateway) -> f64 {
-    let text = client
+/// The gateway's Prometheus text from its admin port.
+fn admin_metrics(client: &reqwest::blocking::Client, gateway: &Gateway) -> String {
+    client
         .get(gateway.admin_url("/metrics"))
         .send()
         .unwrap()
         .text()
-        .unwrap();
+        .unwrap()
+}
+
+/// `mcp_gateway_busy_poll_seconds_total` from the gateway's admin port.
+fn polled_seconds(client: &reqwest::blocking::Client, gateway: &Gateway) -> f64 {
+    let text = admin_metrics(client, gateway);
     text.lines()
         .find_map(|line| line.strip_prefix("mcp_gateway_busy_poll_seconds_total "))
         .unwrap_or_else(|| panic!("no busy-poll counter in\n{text}"))
@@ -606,12 +606,7 @@ fn admin_port_serves_inventory_health_and_metrics() {
     assert_eq!(python_hashes, our_hashes);
 
     python_client(&gateway.url(), "legacy", "fastmcp", None);
-    let metrics = client
-        .get(gateway.admin_url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = admin_metrics(&client, &gateway);
     assert!(
         metrics.contains(r#"mcp_gateway_requests_total{method="tools/call",decision="allow"} 2"#),
         "{metrics}"
