@@ -384,6 +384,84 @@ fn a_server_that_answers_garbage_or_hangs_gets_a_gateway_error() {
     );
 }
 
+/// SIGTERM (what Kubernetes sends a pod it deletes): the gateway stops taking connections, lets
+/// a call already streaming its answer finish, closes idle connections, writes the call's audit
+/// line and exits 0.
+#[test]
+fn sigterm_lets_calls_in_flight_finish_then_exits_cleanly() {
+    let server = fastmcp(&[], None);
+    let mut gateway = start_gateway(&config(http_upstream(server.port)), &[], &[]);
+    gateway.wait_ready();
+    // This client keeps its connection to the gateway open and idle in its pool.
+    let client = http();
+    let url = gateway.url();
+    let session = initialize(&client, &url);
+    let call = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("accept", ACCEPT_BOTH)
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-11-25")
+        .body(
+            json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                   "params": {"name": "count", "arguments": {"n": 100},
+                              "_meta": {"progressToken": "shutdown"}}})
+            .to_string(),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(call.status(), 200);
+    let (lines, received) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(call).lines() {
+            let Ok(line) = line else { return false };
+            let _ = lines.send(line);
+        }
+        true
+    });
+    // The first progress notification: the call is under way at the server.
+    let first = received
+        .iter()
+        .find(|line| line.contains("notifications/progress"));
+    assert!(first.is_some(), "no progress before the stream ended");
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(gateway.pid()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(gateway.listen).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateway still takes connections after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let rest: Vec<String> = received.iter().collect();
+    assert!(
+        reader.join().unwrap(),
+        "the answer stream broke off: {rest:?}"
+    );
+    assert!(
+        rest.iter().any(|line| line.contains("counted to 100")),
+        "the call's result never came: {rest:?}"
+    );
+    let status = gateway
+        .exit_status_within(Duration::from_secs(30))
+        .expect("the gateway is still running 30 s after SIGTERM");
+    assert!(status.success(), "the gateway exited with {status}");
+    let audit = std::fs::read_to_string(&gateway.audit_log).unwrap();
+    assert!(
+        audit
+            .lines()
+            .any(|line| line.contains(r#""target":"count""#)
+                && line.contains(r#""decision":"allow""#)),
+        "{audit}"
+    );
+}
+
 #[test]
 fn rate_limits_answer_429_with_retry_after() {
     let server = fastmcp(&[], None);

@@ -441,9 +441,6 @@ fn serve_clients(
     workers: Workers,
     stop: &CancellationToken,
 ) -> Result<impl std::future::Future<Output = Result<(), GatewayError>>, GatewayError> {
-    let local = listener
-        .local_addr()
-        .map_err(|e| GatewayError::Setup(e.to_string()))?;
     let mut queues = Vec::new();
     let mut finished = Vec::new();
     let Workers {
@@ -474,11 +471,8 @@ fn serve_clients(
                 .map_err(|e| e.to_string())?;
             runtime.block_on(async move {
                 tokio::spawn(resident_timer());
-                let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
-                axum::serve(Dealt { incoming, local }, app)
-                    .with_graceful_shutdown(async move { stopped.cancelled().await })
-                    .await
-                    .map_err(|e| e.to_string())
+                serve_dealt(incoming, app, stopped).await;
+                Ok(())
             })
         };
         std::thread::Builder::new()
@@ -541,34 +535,48 @@ async fn resident_timer() {
 /// Shorter than any upstream deadline (at least a second), so those never come first.
 const RESIDENT_TICK: Duration = Duration::from_millis(500);
 
-/// The connections the acceptor dealt to one worker, as a listener for `axum::serve`.
-struct Dealt {
-    incoming: tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
-    local: SocketAddr,
-}
-
-impl axum::serve::Listener for Dealt {
-    type Io = tokio::net::TcpStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let Some((stream, peer)) = self.incoming.recv().await else {
-                // The acceptor stopped: shutdown is under way and ends this worker.
-                return std::future::pending().await;
-            };
-            // Registered with this worker's runtime, so its I/O is driven here.
-            match tokio::net::TcpStream::from_std(stream) {
-                Ok(stream) => {
-                    let _ = stream.set_nodelay(true);
-                    return (stream, peer);
-                }
-                Err(e) => tracing::warn!(error = %e, "taking over a connection failed"),
+/// Serve the connections the acceptor deals to one worker until `stop`, then let each finish
+/// the request it is on; returns once all are closed.
+async fn serve_dealt(
+    mut incoming: tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
+    app: server::ClientService,
+    stop: CancellationToken,
+) {
+    // A token of this worker's own, so its connections' shutdown watch is not shared with the
+    // other workers' (each connection polls it on every wake-up).
+    let stop = stop.child_token();
+    let connections = tokio_util::task::TaskTracker::new();
+    loop {
+        let dealt = tokio::select! {
+            dealt = incoming.recv() => dealt,
+            () = stop.cancelled() => None,
+        };
+        // `None` from the queue: the acceptor stopped, which only shutdown does.
+        let Some((stream, _peer)) = dealt else { break };
+        // Registered with this worker's runtime, so its I/O is driven here.
+        let stream = match tokio::net::TcpStream::from_std(stream) {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "taking over a connection failed");
+                continue;
             }
-        }
+        };
+        let _ = stream.set_nodelay(true);
+        let service = app.clone();
+        let stop = stop.clone();
+        connections.spawn(async move {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                biased;
+                _ = connection.as_mut() => return,
+                () = stop.cancelled() => connection.as_mut().graceful_shutdown(),
+            }
+            // An error here is the client's connection failing; nothing to tell anyone.
+            let _ = connection.await;
+        });
     }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
-    }
+    connections.close();
+    connections.wait().await;
 }

@@ -162,6 +162,20 @@ impl Gateway {
         self.process.pid()
     }
 
+    /// The exit status once the gateway has exited, or `None` if it still runs after `limit`.
+    pub fn exit_status_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.process.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Wait until /readyz says the upstream answers.
     pub fn wait_ready(&self) {
         let deadline = Instant::now() + START_TIMEOUT;
