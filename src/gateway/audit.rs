@@ -63,8 +63,10 @@ impl AuditRecord {
     /// digests, the time, names) is copied after one check of its bytes; the rest goes through
     /// serde_json's escaping. The derive spent most of a record's serialisation escaping
     /// strings that do not need it.
-    fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
-        write_member(out, br#"{"time":"#, &rfc3339(self.time))?;
+    fn write_json(&self, out: &mut Vec<u8>, clock: &mut SecondsCache) -> serde_json::Result<()> {
+        out.extend_from_slice(br#"{"time":""#);
+        clock.write_rfc3339(self.time, out);
+        out.push(b'"');
         write_member(out, br#","server":"#, &self.server)?;
         write_member(out, br#","method":"#, &self.method)?;
         write_member(out, br#","subject":"#, &self.subject)?;
@@ -121,15 +123,19 @@ fn needs_escaping(value: &str) -> bool {
 /// held in memory only until then, never written.
 #[derive(Debug, Default)]
 pub struct Unhashed {
-    /// Becomes [`AuditRecord::session`].
+    /// Becomes [`AuditRecord::session`], unless `session_hash` is known.
     pub session_id: Option<String>,
+    /// The session id's hash, when the session table had it.
+    pub session_hash: Option<Arc<str>>,
     /// Becomes [`AuditRecord::arguments_sha256`].
     pub arguments: Option<serde_json::Value>,
 }
 
 impl Unhashed {
     fn fill(self, record: &mut AuditRecord) {
-        if let Some(session) = self.session_id {
+        if let Some(hashed) = self.session_hash {
+            record.session = Some(hashed.to_string());
+        } else if let Some(session) = self.session_id {
             record.session = Some(sha256_hex(session.as_bytes()));
         }
         if let Some(arguments) = &self.arguments {
@@ -144,6 +150,50 @@ struct Writer {
     sink: Box<dyn Write + Send>,
     /// Reused between batches.
     batch: Vec<u8>,
+    clock: SecondsCache,
+}
+
+/// [`rfc3339`] with the whole-second part formatted once per second: records come in time
+/// order, thousands a second, and formatting a date was most of writing the `time` member.
+#[derive(Default)]
+struct SecondsCache {
+    /// Seconds since the epoch, and their RFC 3339 form without the `Z`.
+    second: Option<(u64, String)>,
+}
+
+impl SecondsCache {
+    /// Append `at` as [`rfc3339`] writes it.
+    fn write_rfc3339(&mut self, at: SystemTime, out: &mut Vec<u8>) {
+        let since = at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let seconds = since.as_secs();
+        let prefix = match &self.second {
+            Some((cached, prefix)) if *cached == seconds => prefix,
+            _ => {
+                let whole = rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(seconds));
+                let prefix = whole.strip_suffix('Z').unwrap_or(&whole).to_owned();
+                &self.second.insert((seconds, prefix)).1
+            }
+        };
+        out.extend_from_slice(prefix.as_bytes());
+        let nanos = since.subsec_nanos();
+        if nanos > 0 {
+            // As jiff writes it: nine digits less the trailing zeros.
+            let mut digits = *b".000000000";
+            let mut rest = nanos;
+            for digit in digits[1..].iter_mut().rev() {
+                *digit = b'0' + (rest % 10) as u8;
+                rest /= 10;
+            }
+            let end = digits
+                .iter()
+                .rposition(|&d| d != b'0')
+                .map_or(1, |last| last + 1);
+            out.extend_from_slice(&digits[..end]);
+        }
+        out.push(b'Z');
+    }
 }
 
 /// Records waiting that make [`AuditLog::append`] write them itself, waiting for the sink: a
@@ -184,6 +234,7 @@ impl AuditLog {
                 prev: CHAIN_START.to_owned(),
                 sink,
                 batch: Vec::new(),
+                clock: SecondsCache::default(),
             }),
         }
     }
@@ -265,7 +316,7 @@ impl Writer {
         for (mut record, unhashed) in records {
             unhashed.fill(&mut record);
             let start = self.batch.len();
-            if let Err(e) = record.write_json(&mut self.batch) {
+            if let Err(e) = record.write_json(&mut self.batch, &mut self.clock) {
                 tracing::error!(error = %e, "cannot serialise an audit record");
                 self.batch.truncate(start);
                 continue;
@@ -513,14 +564,40 @@ mod tests {
             decision: "deny",
             ..record(4)
         });
+        let mut clock = SecondsCache::default();
         for case in cases {
             let mut fixed = Vec::new();
-            case.write_json(&mut fixed).unwrap();
+            case.write_json(&mut fixed, &mut clock).unwrap();
             let derived = serde_json::to_vec(&case).unwrap();
             assert_eq!(
                 String::from_utf8_lossy(&fixed),
                 String::from_utf8_lossy(&derived)
             );
+        }
+    }
+
+    #[test]
+    fn cached_seconds_write_the_time_as_rfc3339_does() {
+        let mut clock = SecondsCache::default();
+        let base = SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_000_000);
+        let nanos = [
+            0,
+            1,
+            10,
+            999_999_999,
+            120_000_000,
+            500_000_000,
+            123_456_789,
+            7_000,
+        ];
+        // The same second again and again, then the next ones, then back (a clock step).
+        for second in [0, 0, 1, 86_399, 0] {
+            for n in nanos {
+                let at = base + Duration::new(second, n);
+                let mut written = Vec::new();
+                clock.write_rfc3339(at, &mut written);
+                assert_eq!(String::from_utf8(written).unwrap(), rfc3339(at), "{at:?}");
+            }
         }
     }
 
@@ -533,7 +610,18 @@ mod tests {
             record(0),
             Unhashed {
                 session_id: Some("session-123".into()),
+                session_hash: None,
                 arguments: Some(arguments.clone()),
+            },
+        );
+        // A session the session table knows comes with its hash.
+        let sessions = super::super::sessions::Sessions::default();
+        sessions.open("session-456", "alice");
+        log.append_unhashed(
+            record(1),
+            Unhashed {
+                session_hash: sessions.touch("session-456", "alice").ok(),
+                ..Unhashed::default()
             },
         );
         log.flush();
@@ -542,8 +630,13 @@ mod tests {
             !text.contains("session-123") && !text.contains("secret words"),
             "{text}"
         );
-        let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let line = &lines[0];
         assert_eq!(line["session"], sha256_hex(b"session-123"));
+        assert_eq!(lines[1]["session"], sha256_hex(b"session-456"));
         // The hash of the canonical form: member order does not matter.
         let reordered: serde_json::Value =
             serde_json::from_str(r#"{"n": 1, "text": "secret words"}"#).unwrap();

@@ -226,6 +226,9 @@ pub enum Message {
     Response { id: RequestId },
 }
 
+/// The parameter holding a tool call's or a prompt's arguments.
+pub const ARGUMENTS: &str = "arguments";
+
 impl Message {
     /// The method, for requests and notifications.
     pub fn method(&self) -> Option<&str> {
@@ -240,6 +243,37 @@ impl Message {
         match self {
             Self::Request { params, .. } | Self::Notification { params, .. } => params.as_ref(),
             Self::Response { .. } => None,
+        }
+    }
+
+    /// Take `params.arguments` out, for whoever needs them longer than the message (the audit
+    /// record), so they are not copied.
+    pub fn take_arguments(&mut self) -> Option<Value> {
+        match self {
+            Self::Request {
+                params: Some(Value::Object(params)),
+                ..
+            }
+            | Self::Notification {
+                params: Some(Value::Object(params)),
+                ..
+            } => params.remove(ARGUMENTS),
+            _ => None,
+        }
+    }
+
+    /// Put back what [`Message::take_arguments`] took.
+    pub fn put_arguments(&mut self, arguments: Value) {
+        if let Self::Request {
+            params: Some(Value::Object(params)),
+            ..
+        }
+        | Self::Notification {
+            params: Some(Value::Object(params)),
+            ..
+        } = self
+        {
+            params.insert(ARGUMENTS.to_owned(), arguments);
         }
     }
 
@@ -503,6 +537,24 @@ mod tests {
             map.append(name.clone(), value.parse().unwrap());
         }
         map
+    }
+
+    #[test]
+    fn arguments_taken_out_and_put_back_leave_the_message_as_it_was() {
+        let body = br#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#;
+        let original = parse_message(body).unwrap();
+        let mut message = parse_message(body).unwrap();
+        let arguments = message.take_arguments();
+        assert_eq!(arguments, Some(json!({"text": "hi"})));
+        assert_eq!(message.params(), Some(&json!({"name": "echo"})));
+        assert_eq!(message.named(), Some("echo"));
+        message.put_arguments(arguments.unwrap());
+        assert_eq!(message.params(), original.params());
+        // Nothing to take from a call without arguments or from a response.
+        let mut bare = parse_message(br#"{"jsonrpc":"2.0","id":4,"method":"tools/list"}"#).unwrap();
+        assert_eq!(bare.take_arguments(), None);
+        let mut response = parse_message(br#"{"jsonrpc":"2.0","id":4,"result":{}}"#).unwrap();
+        assert_eq!(response.take_arguments(), None);
     }
 
     #[test]

@@ -513,7 +513,7 @@ async fn handle_post(gateway: Arc<Gateway>, request: hyper::Request<Incoming>) -
         Ok(body) => body.to_bytes(),
         Err(_) => return closing(invalid(too_large(), None, "")),
     };
-    let message = match protocol::parse_message(&body) {
+    let mut message = match protocol::parse_message(&body) {
         Ok(m) => m,
         Err(r) => return invalid(r, None, ""),
     };
@@ -529,6 +529,8 @@ async fn handle_post(gateway: Arc<Gateway>, request: hyper::Request<Incoming>) -
     let version = match &era {
         Era::Sessions { version } | Era::Stateless { version } => version.clone(),
     };
+    // The session's hash, from the session table.
+    let mut session_hash = None;
     match &era {
         Era::Stateless { version } => {
             if let Err(r) = protocol::check_stateless(&headers, version, &message) {
@@ -537,17 +539,19 @@ async fn handle_post(gateway: Arc<Gateway>, request: hyper::Request<Incoming>) -
         }
         Era::Sessions { .. } if method == "initialize" => {}
         Era::Sessions { .. } => match &session_id {
-            Some(session) if gateway.sessions.touch(session, principal.key()).is_err() => {
-                return invalid(
-                    Rejection::http(
-                        StatusCode::NOT_FOUND,
-                        "unknown or ended session; initialize again",
-                    ),
-                    id.as_ref(),
-                    &method,
-                );
-            }
-            Some(_) => {}
+            Some(session) => match gateway.sessions.touch(session, principal.key()) {
+                Ok(hashed) => session_hash = Some(hashed),
+                Err(_) => {
+                    return invalid(
+                        Rejection::http(
+                            StatusCode::NOT_FOUND,
+                            "unknown or ended session; initialize again",
+                        ),
+                        id.as_ref(),
+                        &method,
+                    );
+                }
+            },
             None if gateway.upstream_sessions.load(Ordering::Relaxed) == SESSIONS_ISSUED => {
                 return invalid(
                     Rejection::http(StatusCode::BAD_REQUEST, "Mcp-Session-Id header is required"),
@@ -583,7 +587,10 @@ async fn handle_post(gateway: Arc<Gateway>, request: hyper::Request<Incoming>) -
     let is_request = id.is_some();
     let audited = is_request && is_audited(&method);
     if let Some(session) = session_id.as_deref().filter(|_| !span.is_disabled()) {
-        span.record("mcp.session.id", sha256_hex(session.as_bytes()).as_str());
+        match &session_hash {
+            Some(hashed) => span.record("mcp.session.id", &**hashed),
+            None => span.record("mcp.session.id", sha256_hex(session.as_bytes()).as_str()),
+        };
     }
     // Computed once: the upstream gets it, and the audit line names its trace.
     let trace = trace_headers(&span, &headers);
@@ -608,8 +615,14 @@ async fn handle_post(gateway: Arc<Gateway>, request: hyper::Request<Incoming>) -
             }),
             unhashed: if audited {
                 Unhashed {
-                    session_id: session_id.clone(),
-                    arguments: message.params().and_then(|p| p.get("arguments")).cloned(),
+                    session_id: if session_hash.is_some() {
+                        None
+                    } else {
+                        session_id.clone()
+                    },
+                    session_hash,
+                    // Taken, not copied: only a stdio server needs them back in the message.
+                    arguments: message.take_arguments(),
                 }
             } else {
                 Unhashed::default()
@@ -715,7 +728,7 @@ async fn handle_post(gateway: Arc<Gateway>, request: hyper::Request<Incoming>) -
                 );
             }
             if let Err(wrong) =
-                tool.check_arguments(message.params().and_then(|p| p.get("arguments")))
+                tool.check_arguments(audit.unhashed.arguments.as_ref())
             {
                 return refuse(
                     &mut audit,
@@ -735,7 +748,7 @@ async fn handle_post(gateway: Arc<Gateway>, request: hyper::Request<Incoming>) -
             .zip(target.as_deref())
             .and_then(|(bundle, name)| bundle.get(name))
         {
-            let rendered = match managed.render(message.params().and_then(|p| p.get("arguments"))) {
+            let rendered = match managed.render(audit.unhashed.arguments.as_ref()) {
                 Ok(rendered) => rendered,
                 Err(wrong) => {
                     return refuse(
@@ -791,6 +804,11 @@ async fn handle_post(gateway: Arc<Gateway>, request: hyper::Request<Incoming>) -
         span.record("mcp.decision", decision::ALLOW);
         let first_page = message.params().and_then(|p| p.get("cursor")).is_none();
 
+        if gateway.upstream.sends_parsed_message()
+            && let Some(arguments) = &audit.unhashed.arguments
+        {
+            message.put_arguments(arguments.clone());
+        }
         let mut forward_headers = forwarded_headers(&headers);
         forward_headers.extend(trace);
         let reply = gateway

@@ -2,8 +2,10 @@
 //! authentication, so another caller presenting it is told the session does not exist.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use crate::builders::gateway::sha256_hex;
 
 /// A session unused this long is forgotten.
 pub const SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -11,6 +13,8 @@ pub const SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 struct Entry {
     owner: Box<str>,
     last_used: Instant,
+    /// The id's SHA-256 (hex), as audit lines and traces name the session; hashed once.
+    hashed: Arc<str>,
 }
 
 /// The session table.
@@ -37,20 +41,21 @@ impl Sessions {
             Entry {
                 owner: owner.into(),
                 last_used: Instant::now(),
+                hashed: sha256_hex(id.as_bytes()).into(),
             },
         );
         entries.len()
     }
 
-    /// Check that `owner` may use session `id`, and mark it used.
-    pub fn touch(&self, id: &str, owner: &str) -> Result<(), SessionError> {
+    /// Check that `owner` may use session `id`, and mark it used; the id's hash.
+    pub fn touch(&self, id: &str, owner: &str) -> Result<Arc<str>, SessionError> {
         let Ok(mut entries) = self.entries.lock() else {
             return Err(SessionError::NotFound);
         };
         match entries.get_mut(id) {
             Some(entry) if &*entry.owner == owner => {
                 entry.last_used = Instant::now();
-                Ok(())
+                Ok(entry.hashed.clone())
             }
             _ => Err(SessionError::NotFound),
         }
@@ -83,7 +88,7 @@ mod tests {
     fn a_session_belongs_to_its_opener() {
         let sessions = Sessions::default();
         sessions.open("s1", "alice");
-        assert_eq!(sessions.touch("s1", "alice"), Ok(()));
+        assert_eq!(sessions.touch("s1", "alice"), Ok(sha256_hex(b"s1").into()));
         assert_eq!(sessions.touch("s1", "mallory"), Err(SessionError::NotFound));
         assert_eq!(sessions.touch("s2", "alice"), Err(SessionError::NotFound));
         assert_eq!(sessions.close("s1"), 0);

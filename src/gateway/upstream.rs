@@ -161,6 +161,12 @@ pub enum Upstream {
 }
 
 impl Upstream {
+    /// Whether [`Upstream::post`] sends [`Forward::message`] (a stdio server) rather than the
+    /// client's body as it came.
+    pub fn sends_parsed_message(&self) -> bool {
+        matches!(self, Self::Stdio(_))
+    }
+
     /// Send one POSTed message.
     pub async fn post(&self, forward: Forward) -> Result<Reply, UpstreamError> {
         match self {
