@@ -1,7 +1,7 @@
 //! Who may see and call which tool: the configuration's exposure globs and access rules compiled
 //! once, then evaluated per caller and tool as a pure function.
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use globset::{Candidate, Glob, GlobSet, GlobSetBuilder};
 
 use crate::api::common::{RuleAction, SubjectMatcher};
 use crate::api::gateway_config::{GatewayAuthorization, GatewayTools};
@@ -71,6 +71,8 @@ struct CompiledRule {
     tools: GlobSet,
     subjects: SubjectMatcher,
     action: RuleAction,
+    /// `authorization.rules[N]`, what a decision by this rule names.
+    label: String,
 }
 
 /// The compiled access policy of one gateway.
@@ -122,6 +124,7 @@ impl AccessPolicy {
                     )?,
                     subjects: rule.subjects.clone(),
                     action: rule.action,
+                    label: format!("authorization.rules[{index}]"),
                 })
             })
             .collect::<Result<_, GlobError>>()?;
@@ -135,13 +138,23 @@ impl AccessPolicy {
 
     /// Whether a tool is exposed at all.
     pub fn is_hidden(&self, tool: &str) -> bool {
-        self.hide.is_match(tool) || self.expose.as_ref().is_some_and(|set| !set.is_match(tool))
+        self.is_hidden_candidate(&Candidate::new(tool))
+    }
+
+    fn is_hidden_candidate(&self, tool: &Candidate<'_>) -> bool {
+        self.hide.is_match_candidate(tool)
+            || self
+                .expose
+                .as_ref()
+                .is_some_and(|set| !set.is_match_candidate(tool))
     }
 
     /// May `principal` see and call `tool`? A matching Deny wins over any Allow; with no match,
     /// the call is denied when rules exist or `defaultDeny` is set.
     pub fn decide(&self, principal: &Principal, tool: &str) -> Decision {
-        if self.is_hidden(tool) {
+        // Prepared once for every glob set (preparing copies and splits the name).
+        let candidate = Candidate::new(tool);
+        if self.is_hidden_candidate(&candidate) {
             return Decision {
                 allowed: false,
                 decided_by: deciders::HIDDEN.to_owned(),
@@ -149,27 +162,29 @@ impl AccessPolicy {
             };
         }
         let mut allowed_by = None;
-        for (index, rule) in self.rules.iter().enumerate() {
-            if !rule.tools.is_match(tool) || !subject_matches(&rule.subjects, principal) {
+        for rule in &self.rules {
+            if !rule.tools.is_match_candidate(&candidate)
+                || !subject_matches(&rule.subjects, principal)
+            {
                 continue;
             }
             match rule.action {
                 RuleAction::Deny => {
                     return Decision {
                         allowed: false,
-                        decided_by: format!("authorization.rules[{index}]"),
+                        decided_by: rule.label.clone(),
                         hidden: false,
                     };
                 }
                 RuleAction::Allow => {
-                    allowed_by.get_or_insert(index);
+                    allowed_by.get_or_insert(rule);
                 }
             }
         }
         match allowed_by {
-            Some(index) => Decision {
+            Some(rule) => Decision {
                 allowed: true,
-                decided_by: format!("authorization.rules[{index}]"),
+                decided_by: rule.label.clone(),
                 hidden: false,
             },
             None if self.default_deny || !self.rules.is_empty() => Decision {

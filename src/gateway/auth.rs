@@ -233,6 +233,8 @@ struct JwksCache {
     source: JwksSource,
     client: reqwest::Client,
     keys: RwLock<Arc<KeySet>>,
+    /// `keys`' generation, readable on every request without taking the lock.
+    generation: std::sync::atomic::AtomicU64,
     /// Held while fetching, so concurrent unknown `kid`s cause one fetch; holds the time of the
     /// last refresh an unknown `kid` caused.
     refresh: Mutex<Option<Instant>>,
@@ -296,7 +298,10 @@ impl JwksCache {
         let mut set = parse_key_set(&document)?;
         let mut keys = self.keys.write().await;
         set.generation = keys.generation + 1;
+        let generation = set.generation;
         *keys = Arc::new(set);
+        self.generation
+            .store(generation, std::sync::atomic::Ordering::Release);
         Ok(())
     }
 
@@ -457,6 +462,7 @@ impl Authenticator {
                 source,
                 client,
                 keys: RwLock::new(Arc::new(KeySet::default())),
+                generation: Default::default(),
                 refresh: Mutex::new(None),
                 fetches: Default::default(),
             },
@@ -500,7 +506,10 @@ impl Authenticator {
             return Err(AuthError::InQuery);
         }
         let token = bearer_token(headers)?;
-        let generation = self.jwks.keys.read().await.generation;
+        let generation = self
+            .jwks
+            .generation
+            .load(std::sync::atomic::Ordering::Acquire);
         let now = unix_now();
         if let Some(principal) = self.verified.lookup(token, generation, now) {
             return Ok(principal);
