@@ -404,7 +404,8 @@ fn parent_context(headers: &HeaderMap) -> opentelemetry::Context {
 struct Audit {
     gateway: Arc<Gateway>,
     record: Option<AuditRecord>,
-    /// Hashed into `record` when the audit log chains it, off the request's path.
+    /// Hashed into `record` when the audit log chains it, off the request's path; its
+    /// `arguments` are the request's, moved out of the message, for every request.
     unhashed: Unhashed,
     started: Instant,
     method: String,
@@ -613,19 +614,17 @@ async fn handle_post(gateway: Arc<Gateway>, request: hyper::Request<Incoming>) -
                 latency_ms: 0.0,
                 trace_id: trace_id(&trace),
             }),
-            unhashed: if audited {
-                Unhashed {
-                    session_id: if session_hash.is_some() {
-                        None
-                    } else {
-                        session_id.clone()
-                    },
-                    session_hash,
-                    // Taken, not copied: only a stdio server needs them back in the message.
-                    arguments: message.take_arguments(),
-                }
-            } else {
-                Unhashed::default()
+            unhashed: Unhashed {
+                session_id: if audited && session_hash.is_none() {
+                    session_id.clone()
+                } else {
+                    None
+                },
+                session_hash: session_hash.filter(|_| audited),
+                // Taken, not copied, whether or not the call is audited: validation and prompt
+                // rendering read them here, and only a stdio server needs them back in the
+                // message.
+                arguments: message.take_arguments(),
             },
             started,
             method: method.clone(),
