@@ -15,6 +15,7 @@ pub mod audit;
 pub mod auth;
 pub mod busy_poll;
 pub mod cpu_quota;
+pub mod http1;
 pub mod inventory;
 pub mod limits;
 pub mod metrics;

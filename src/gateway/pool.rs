@@ -1,34 +1,47 @@
 //! Plain-HTTP connections to the server behind the gateway, kept per serving thread.
 //!
 //! This is the gateway's hot path. Each serving thread runs its own single-threaded runtime, so
-//! a connection opened on a thread is driven there and a request never wakes another thread.
-//! hyper's HTTP/1 client is used directly: a general-purpose client's pool, URL handling and
-//! layers cost, per request, as much CPU as everything else the gateway does (measured with
-//! `benches/gateway_latency.rs`). TLS upstreams go through reqwest instead.
+//! a connection opened on a thread is used only there, and the request's own task writes the
+//! request and reads the answer ([`super::http1`] takes the bytes apart): no task per connection,
+//! no channel between the request and its connection. TLS upstreams go through reqwest instead.
 
 use std::cell::RefCell;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{HeaderValue, Request, Response, Uri, header};
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use axum::http::{HeaderName, HeaderValue, Method};
+use bytes::{Buf as _, Bytes, BytesMut};
+use futures::{FutureExt as _, Stream};
 use thread_local::ThreadLocal;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+use super::http1::{self, BodyDecoder, Decoded, Http1Error, ResponseHead};
 
 /// Idle connections kept per serving thread; more are closed when they come back.
 const MAX_IDLE_PER_THREAD: usize = 256;
+/// Room made in a connection's read buffer before each read: an answer of the usual size
+/// arrives whole in one read, and a read that does not fill it shows the socket drained.
+const READ_ROOM: usize = 16 * 1024;
 
-type Sender = SendRequest<Full<Bytes>>;
+/// Why a request to the server failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PlainError {
+    /// The connection could not be made, or broke.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The server's bytes are not a well-formed HTTP/1.1 answer.
+    #[error(transparent)]
+    Invalid(#[from] Http1Error),
+}
 
 /// Connections to one `http://` server.
 pub struct PlainHttp {
     /// `Host` header of every request.
     host: HeaderValue,
     /// Path and query every request is sent to.
-    path: Uri,
+    target: String,
     /// Where connections go and the idle ones; shared with background connects.
     server: Arc<Server>,
 }
@@ -39,43 +52,139 @@ struct Server {
     connect_host: String,
     port: u16,
     connect_timeout: Duration,
-    idle: ThreadLocal<RefCell<Vec<Sender>>>,
+    idle: ThreadLocal<RefCell<Vec<Connection>>>,
+}
+
+/// An open connection, with what was read from it and not yet used.
+struct Connection {
+    stream: TcpStream,
+    read: BytesMut,
+}
+
+impl Connection {
+    /// Read what the server sent next into the buffer; 0 when it closed the connection.
+    async fn read_more(&mut self) -> Result<usize, PlainError> {
+        self.read.reserve(READ_ROOM);
+        self.stream
+            .read_buf(&mut self.read)
+            .await
+            .map_err(|e| PlainError::Unreachable(format!("reading the answer failed: {e}")))
+    }
+
+    /// Whether an idle connection can carry a request: the server has neither closed it nor
+    /// sent anything unasked. Costs no system call unless the socket shows readable.
+    fn is_usable(&mut self) -> bool {
+        if self.stream.readable().now_or_never().is_none() {
+            return true;
+        }
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
+    async fn read_head(&mut self) -> Result<ResponseHead, PlainError> {
+        loop {
+            if !self.read.is_empty()
+                && let Some((length, head)) = http1::parse_head(&self.read)?
+            {
+                self.read.advance(length);
+                return Ok(head);
+            }
+            if self.read_more().await? == 0 {
+                return Err(PlainError::Unreachable(
+                    "the server closed the connection without answering".into(),
+                ));
+            }
+        }
+    }
+}
+
+/// The body of an answer, read from its connection as it is asked for.
+pub struct BodyReader {
+    connection: Connection,
+    decoder: BodyDecoder,
+    keep_alive: bool,
+}
+
+impl BodyReader {
+    /// The body's next bytes; `None` at its end.
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, PlainError> {
+        loop {
+            match self.decoder.decode(&mut self.connection.read)? {
+                Decoded::Data(bytes) => return Ok(Some(bytes)),
+                Decoded::End => return Ok(None),
+                Decoded::NeedMore => {
+                    if self.connection.read_more().await? == 0 {
+                        self.decoder.at_eof()?;
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether the connection can carry the next request: the body was read to its end, the
+    /// server keeps the connection, and sent nothing past the answer.
+    fn reusable(&self) -> bool {
+        self.keep_alive && self.decoder.is_done() && self.connection.read.is_empty()
+    }
 }
 
 /// A connection in use; [`Lease::give_back`] returns it to its thread's idle list once the
 /// answer was read to the end. Dropped instead (an answer streamed as SSE, a failed read), it
-/// closes when the answer ends, and a new connection is opened in the background to take its
-/// place, so the next request does not wait for a connect.
+/// closes, and a new connection is opened in the background to take its place, so the next
+/// request does not wait for a connect.
 pub struct Lease<'a> {
     pool: &'a PlainHttp,
-    sender: Option<Sender>,
+    body: Option<BodyReader>,
+    given_back: bool,
 }
 
 impl Lease<'_> {
-    /// Keep the connection for the next request on this thread.
-    pub fn give_back(mut self) {
-        if let Some(sender) = self.sender.take()
-            && !sender.is_closed()
-        {
-            self.pool.server.keep_idle(sender);
+    /// The answer's next body bytes; `None` at its end.
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, PlainError> {
+        match &mut self.body {
+            Some(body) => body.next_chunk().await,
+            None => Ok(None),
         }
+    }
+
+    /// Keep the connection for the next request on this thread, if it can carry one.
+    pub fn give_back(mut self) {
+        if let Some(body) = self.body.take()
+            && body.reusable()
+        {
+            self.given_back = true;
+            self.pool.server.keep_idle(body.connection);
+        }
+    }
+
+    /// The rest of the body as a stream that owns the connection, which closes when the
+    /// stream ends: the connection is not reused (a server may answer the next request on it
+    /// late, as the Python SDK's does, and a stream may last long anyway).
+    pub fn into_stream(mut self) -> Pin<Box<dyn Stream<Item = Result<Bytes, PlainError>> + Send>> {
+        let body = self.body.take();
+        Box::pin(futures::stream::unfold(body, |body| async move {
+            let mut body = body?;
+            match body.next_chunk().await {
+                Ok(Some(bytes)) => Some((Ok(bytes), Some(body))),
+                Ok(None) => None,
+                Err(e) => Some((Err(e), None)),
+            }
+        }))
     }
 }
 
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
-        if self.sender.take().is_none() {
+        if self.given_back {
             return;
         }
-        // A connection that carried an SSE answer is not reused (a server may answer the next
-        // request on it late, as the Python SDK's does), so one that has never carried a
-        // request is made ready now, while this thread is otherwise waiting. Outside a runtime
-        // (a thread shutting down) there is nothing to make it ready for.
+        // Outside a runtime (a thread shutting down) there is nothing to make a spare for.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let server = Arc::clone(&self.pool.server);
             runtime.spawn(async move {
                 match server.connect().await {
-                    Ok(sender) => server.keep_idle(sender),
+                    Ok(connection) => server.keep_idle(connection),
                     Err(e) => tracing::debug!(error = %e, "opening a spare connection failed"),
                 }
             });
@@ -95,13 +204,13 @@ impl PlainHttp {
             Some(port) => format!("{host}:{port}"),
             None => host.to_owned(),
         };
-        let path = match url.query() {
+        let target = match url.query() {
             Some(query) => format!("{}?{query}", url.path()),
             None => url.path().to_owned(),
         };
         Some(Self {
             host: HeaderValue::from_str(&authority).ok()?,
-            path: path.parse().ok()?,
+            target,
             server: Arc::new(Server {
                 connect_host: host
                     .trim_start_matches('[')
@@ -114,97 +223,94 @@ impl PlainHttp {
         })
     }
 
-    /// A request to the server's URL with its `Host` header set.
-    pub fn request(&self, method: axum::http::Method) -> axum::http::request::Builder {
-        Request::builder()
-            .method(method)
-            .uri(self.path.clone())
-            .header(header::HOST, self.host.clone())
-    }
-
-    /// Send `request` on an idle connection of this thread, or a new one. A pooled connection
-    /// the server closed meanwhile is replaced, and the request sent again, only when it was
-    /// not sent at all.
+    /// Send a request to the server's URL on an idle connection of this thread, or a new one,
+    /// and read the answer's head. A pooled connection the server closed meanwhile is passed
+    /// over, and one that fails while the request is written is replaced: a request is sent
+    /// again only when the server cannot have seen it whole.
     pub async fn send(
         &self,
-        request: Request<Full<Bytes>>,
-    ) -> Result<(Response<Incoming>, Lease<'_>), String> {
-        let (mut sender, reused) = self.checkout().await?;
-        let lease = |sender| Lease {
-            pool: self,
-            sender: Some(sender),
-        };
-        match sender.try_send_request(request).await {
-            Ok(response) => Ok((response, lease(sender))),
-            Err(mut failed) => match failed.take_message() {
-                Some(request) if reused => {
-                    let mut sender = self.server.connect().await?;
-                    let response = sender
-                        .send_request(request)
-                        .await
-                        .map_err(|e| super::error_chain(&e))?;
-                    Ok((response, lease(sender)))
-                }
-                _ => Err(super::error_chain(failed.error())),
-            },
-        }
-    }
-
-    async fn checkout(&self) -> Result<(Sender, bool), String> {
-        loop {
+        method: &Method,
+        headers: &[(HeaderName, HeaderValue)],
+        body: Option<&[u8]>,
+    ) -> Result<(ResponseHead, Lease<'_>), PlainError> {
+        let mut request = Vec::with_capacity(512 + body.map_or(0, <[u8]>::len));
+        http1::write_request(
+            &mut request,
+            method,
+            &self.target,
+            &self.host,
+            headers,
+            body,
+        );
+        let mut connection = loop {
             let pooled = self.server.idle.get_or_default().borrow_mut().pop();
             match pooled {
-                // Ready at once unless the server closed it; then the next one is tried.
-                Some(mut sender) => {
-                    if sender.ready().await.is_ok() {
-                        return Ok((sender, true));
+                Some(mut connection) => {
+                    if connection.is_usable() && connection.stream.write_all(&request).await.is_ok()
+                    {
+                        break connection;
                     }
                 }
-                None => return Ok((self.server.connect().await?, false)),
+                None => {
+                    let mut connection = self.server.connect().await?;
+                    connection.stream.write_all(&request).await.map_err(|e| {
+                        PlainError::Unreachable(format!("sending the request failed: {e}"))
+                    })?;
+                    break connection;
+                }
             }
-        }
+        };
+        let head = connection.read_head().await?;
+        let lease = Lease {
+            pool: self,
+            body: Some(BodyReader {
+                connection,
+                decoder: BodyDecoder::new(head.framing),
+                keep_alive: head.keep_alive,
+            }),
+            given_back: false,
+        };
+        Ok((head, lease))
     }
 }
 
 impl Server {
-    /// Keep `sender` for the next request on this thread, unless enough are kept already.
-    fn keep_idle(&self, sender: Sender) {
+    /// Keep `connection` for the next request on this thread, unless enough are kept already.
+    fn keep_idle(&self, connection: Connection) {
         let mut idle = self.idle.get_or_default().borrow_mut();
         if idle.len() < MAX_IDLE_PER_THREAD {
-            idle.push(sender);
+            idle.push(connection);
         }
     }
 
-    async fn connect(&self) -> Result<Sender, String> {
-        let connecting = tokio::net::TcpStream::connect((self.connect_host.as_str(), self.port));
+    async fn connect(&self) -> Result<Connection, PlainError> {
+        let connecting = TcpStream::connect((self.connect_host.as_str(), self.port));
         let stream = tokio::time::timeout(self.connect_timeout, connecting)
             .await
             .map_err(|_| {
-                format!(
+                PlainError::Unreachable(format!(
                     "connecting to {}:{} took longer than {:?}",
                     self.connect_host, self.port, self.connect_timeout
-                )
+                ))
             })?
-            .map_err(|e| format!("cannot connect to {}:{}: {e}", self.connect_host, self.port))?;
+            .map_err(|e| {
+                PlainError::Unreachable(format!(
+                    "cannot connect to {}:{}: {e}",
+                    self.connect_host, self.port
+                ))
+            })?;
         // Requests are small and latency-bound; Nagle would hold them back.
         let _ = stream.set_nodelay(true);
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| super::error_chain(&e))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "a connection to the MCP server ended");
-            }
-        });
-        Ok(sender)
+        Ok(Connection {
+            stream,
+            read: BytesMut::new(),
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::BodyExt as _;
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     /// A listener on a port from the OS, and the MCP URL on it.
     async fn listen() -> (tokio::net::TcpListener, url::Url) {
@@ -216,13 +322,12 @@ mod tests {
 
     /// POST `{}` through `pool`; the whole answer body and the connection's lease.
     async fn call(pool: &PlainHttp) -> (Bytes, Lease<'_>) {
-        let request = pool
-            .request(axum::http::Method::POST)
-            .body(Full::new(Bytes::from_static(b"{}")))
-            .unwrap();
-        let (response, lease) = pool.send(request).await.unwrap();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        (body, lease)
+        let (_, mut lease) = pool.send(&Method::POST, &[], Some(b"{}")).await.unwrap();
+        let mut body = Vec::new();
+        while let Some(chunk) = lease.next_chunk().await.unwrap() {
+            body.extend_from_slice(&chunk);
+        }
+        (Bytes::from(body), lease)
     }
 
     /// A server that answers one request per connection with keep-alive, then closes it when
@@ -353,7 +458,7 @@ mod tests {
             ("127.0.0.1", 8080)
         );
         assert_eq!(pool.host, "127.0.0.1:8080");
-        assert_eq!(pool.path, "/mcp?x=1");
+        assert_eq!(pool.target, "/mcp?x=1");
         let pool = PlainHttp::new(&url("http://server.tools.svc/"), Duration::ZERO).unwrap();
         assert_eq!(
             (pool.server.connect_host.as_str(), pool.server.port),

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
 use tokio::sync::{Notify, broadcast, mpsc, watch};
 
-use super::pool::{Lease, PlainHttp};
+use super::pool::{Lease, PlainError, PlainHttp};
 use super::protocol::{
     self, HANDSHAKE_VERSIONS, HEADER_PROTOCOL_VERSION, HEADER_SESSION_ID, LATEST_HANDSHAKE_VERSION,
     MEDIA_JSON, MEDIA_SSE, RequestId, codes,
@@ -115,6 +115,15 @@ pub enum UpstreamError {
     Invalid(String),
     #[error("the MCP server process is not running")]
     NotRunning,
+}
+
+impl From<PlainError> for UpstreamError {
+    fn from(error: PlainError) -> Self {
+        match error {
+            PlainError::Unreachable(e) => Self::Unreachable(e),
+            PlainError::Invalid(e) => Self::Invalid(e.to_string()),
+        }
+    }
 }
 
 impl UpstreamError {
@@ -304,7 +313,7 @@ struct Received<'a> {
 
 enum ReceivedBody<'a> {
     /// On a pooled plain connection, given back once the body was read to the end.
-    Plain(hyper::body::Incoming, Lease<'a>),
+    Plain(Lease<'a>),
     Tls(reqwest::Response),
 }
 
@@ -358,13 +367,11 @@ impl HttpUpstream {
     /// `sending`, as an [`UpstreamError`], given up after the timeout.
     async fn within<T>(
         &self,
-        sending: impl std::future::Future<Output = Result<T, String>>,
+        sending: impl std::future::Future<Output = Result<T, UpstreamError>>,
     ) -> Result<T, UpstreamError> {
-        match tokio::time::timeout(self.timeout, sending).await {
-            Err(_) => Err(UpstreamError::Timeout(self.timeout)),
-            Ok(Err(e)) => Err(UpstreamError::Unreachable(e)),
-            Ok(Ok(answer)) => Ok(answer),
-        }
+        tokio::time::timeout(self.timeout, sending)
+            .await
+            .unwrap_or(Err(UpstreamError::Timeout(self.timeout)))
     }
 
     /// Send one request to the server's URL and wait (at most the timeout) for its headers.
@@ -390,23 +397,16 @@ impl HttpUpstream {
         }
         match &self.transport {
             Transport::Plain(plain) => {
-                let mut request = plain.request(method);
-                if let Some(map) = request.headers_mut() {
-                    map.extend(headers);
-                }
-                let request = request
-                    .body(http_body_util::Full::new(json_body.unwrap_or_default()))
-                    .map_err(|e| {
-                        UpstreamError::Invalid(format!("cannot build the request: {e}"))
-                    })?;
                 // Boxed: the timeout and this future hold a pointer, not the whole send state.
-                let (response, lease) = self.within(Box::pin(plain.send(request))).await?;
-                let (parts, incoming) = response.into_parts();
+                let sending = Box::pin(plain.send(&method, &headers, json_body.as_deref()));
+                let (head, lease) = self
+                    .within(async { sending.await.map_err(Into::into) })
+                    .await?;
                 Ok(Received {
-                    status: parts.status,
-                    session_id: header_text(&parts.headers, HEADER_SESSION_ID),
-                    content_type: header_text(&parts.headers, axum::http::header::CONTENT_TYPE),
-                    body: ReceivedBody::Plain(incoming, lease),
+                    status: head.status,
+                    session_id: head.session_id,
+                    content_type: head.content_type,
+                    body: ReceivedBody::Plain(lease),
                 })
             }
             Transport::Tls { url, clients } => {
@@ -417,7 +417,12 @@ impl HttpUpstream {
                 if let Some(body) = json_body {
                     request = request.body(body);
                 }
-                let sending = async { request.send().await.map_err(|e| super::error_chain(&e)) };
+                let sending = async {
+                    request
+                        .send()
+                        .await
+                        .map_err(|e| UpstreamError::Unreachable(super::error_chain(&e)))
+                };
                 let response = self.within(sending).await?;
                 Ok(Received {
                     status: response.status(),
@@ -474,20 +479,32 @@ impl HttpUpstream {
         };
         let read = async {
             match body {
-                ReceivedBody::Plain(incoming, lease) => {
-                    use http_body_util::BodyExt as _;
-                    let collected = http_body_util::Limited::new(incoming, MAX_UPSTREAM_JSON_BYTES)
-                        .collect()
-                        .await
-                        .map_err(|e| {
-                            if e.is::<http_body_util::LengthLimitError>() {
-                                too_large()
-                            } else {
-                                UpstreamError::Unreachable(super::error_chain(e.as_ref()))
+                ReceivedBody::Plain(mut lease) => {
+                    let mut first: Option<Bytes> = None;
+                    let mut rest = Vec::new();
+                    let mut length = 0;
+                    while let Some(chunk) = lease.next_chunk().await.map_err(UpstreamError::from)? {
+                        length += chunk.len();
+                        if length > MAX_UPSTREAM_JSON_BYTES {
+                            return Err(too_large());
+                        }
+                        // An answer that came in one piece is passed on without a copy.
+                        match &first {
+                            None => first = Some(chunk),
+                            Some(head) => {
+                                if rest.is_empty() {
+                                    rest.extend_from_slice(head);
+                                }
+                                rest.extend_from_slice(&chunk);
                             }
-                        })?;
+                        }
+                    }
                     lease.give_back();
-                    Ok(collected.to_bytes())
+                    Ok(if rest.is_empty() {
+                        first.unwrap_or_default()
+                    } else {
+                        Bytes::from(rest)
+                    })
                 }
                 ReceivedBody::Tls(mut response) => {
                     let mut body = Vec::new();
@@ -655,15 +672,14 @@ impl HttpUpstream {
 }
 
 fn events(body: ReceivedBody<'_>) -> EventStream {
-    use http_body_util::BodyExt as _;
     let bytes: Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>> = match body {
         // The connection closes when the stream ends rather than being reused: the Python
         // SDK's server answers a request on a reused connection about 40 ms late
         // (benches/gateway_latency.rs), and a stream may last long anyway.
-        ReceivedBody::Plain(incoming, _lease) => Box::pin(
-            incoming
-                .into_data_stream()
-                .map(|chunk| chunk.map_err(|e| super::error_chain(&e))),
+        ReceivedBody::Plain(lease) => Box::pin(
+            lease
+                .into_stream()
+                .map(|chunk| chunk.map_err(|e| e.to_string())),
         ),
         ReceivedBody::Tls(response) => Box::pin(
             response
