@@ -449,6 +449,138 @@ mod tests {
         );
     }
 
+    /// A server that answers requests, on whichever connection they come, with `answers` in
+    /// order (each written in the pieces given, as separate writes), closes a connection after
+    /// an answer that says `connection: close`, and reports the connection each answer went on.
+    async fn scripted(
+        listener: tokio::net::TcpListener,
+        answers: Vec<Vec<&'static [u8]>>,
+        served: tokio::sync::mpsc::UnboundedSender<usize>,
+    ) {
+        let answers = Arc::new(std::sync::Mutex::new(answers.into_iter()));
+        for connection in 0.. {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (answers, served) = (answers.clone(), served.clone());
+            tokio::spawn(async move {
+                loop {
+                    // The whole request, body included: closing a socket with unread bytes
+                    // resets the connection, and the answer with it.
+                    let mut request = Vec::new();
+                    let mut buffer = [0u8; 1024];
+                    while !request.ends_with(b"\r\n\r\n{}") {
+                        match stream.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buffer[..n]),
+                        }
+                    }
+                    let Some(pieces) = answers.lock().unwrap().next() else {
+                        return;
+                    };
+                    let _ = served.send(connection);
+                    let mut closes = false;
+                    for piece in pieces {
+                        closes |= piece.windows(17).any(|w| w == b"connection: close");
+                        let _ = stream.write_all(piece).await;
+                        let _ = stream.flush().await;
+                        tokio::task::yield_now().await;
+                    }
+                    if closes {
+                        return;
+                    }
+                }
+            });
+        }
+    }
+
+    #[tokio::test]
+    async fn a_chunked_answer_is_read_whole_and_its_connection_reused() {
+        let (listener, url) = listen().await;
+        let (served, mut was_served) = tokio::sync::mpsc::unbounded_channel();
+        let chunked: Vec<&'static [u8]> = vec![
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirs",
+            b"t\r\n8\r\n, secon",
+            b"d\r\n0\r\n\r\n",
+        ];
+        let plain: Vec<&'static [u8]> = vec![b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nthird"];
+        tokio::spawn(scripted(listener, vec![chunked, plain], served));
+        let pool = PlainHttp::new(&url, Duration::from_secs(5)).unwrap();
+        let (body, lease) = call(&pool).await;
+        assert_eq!(body, "first, second");
+        lease.give_back();
+        let (body, _lease) = call(&pool).await;
+        assert_eq!(body, "third");
+        let first = was_served.recv().await;
+        assert_eq!(
+            was_served.recv().await,
+            first,
+            "the second request went on the first connection"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_answer_closes_or_overruns_is_not_reused() {
+        let (listener, url) = listen().await;
+        let (served, mut was_served) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(scripted(
+            listener,
+            vec![
+                vec![b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 3\r\n\r\none"],
+                // Bytes past the declared length: the connection cannot be trusted again.
+                vec![b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\ntwoXX"],
+                vec![b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nthree"],
+            ],
+            served,
+        ));
+        let pool = PlainHttp::new(&url, Duration::from_secs(5)).unwrap();
+        let mut connections = Vec::new();
+        for expected in ["one", "two", "three"] {
+            let (body, lease) = call(&pool).await;
+            assert_eq!(body, expected);
+            lease.give_back();
+            connections.push(was_served.recv().await.unwrap());
+        }
+        assert!(
+            connections[0] != connections[1] && connections[1] != connections[2],
+            "each answer after one that ends its connection's use goes on another: {connections:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_malformed_or_cut_short_answer_is_an_error_that_says_so() {
+        for (answer, expected) in [
+            (
+                &b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n"[..],
+                "Content-Length \"x\"",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\nconnection: close\r\n\r\nshort",
+                "closed the connection before the answer ended",
+            ),
+            (b"hello\r\n\r\n", "not HTTP/1.1"),
+        ] {
+            let (listener, url) = listen().await;
+            let (served, _was_served) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(scripted(listener, vec![vec![answer]], served));
+            let pool = PlainHttp::new(&url, Duration::from_secs(5)).unwrap();
+            let error = match pool.send(&Method::POST, &[], Some(b"{}")).await {
+                Err(e) => e,
+                Ok((_, mut lease)) => loop {
+                    match lease.next_chunk().await {
+                        Ok(Some(_)) => continue,
+                        Ok(None) => panic!("{answer:?} was read as a whole answer"),
+                        Err(e) => break e,
+                    }
+                },
+            };
+            assert!(
+                error.to_string().contains(expected),
+                "{answer:?}: {error} does not say {expected:?}"
+            );
+        }
+    }
+
     #[test]
     fn only_plain_http_urls_are_pooled_here() {
         let url = |s: &str| url::Url::parse(s).unwrap();
