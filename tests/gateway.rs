@@ -339,17 +339,63 @@ fn fake_upstream(answer: Option<&'static str>) -> (u16, std::thread::JoinHandle<
     (port, handle)
 }
 
+/// POST an `initialize` with no `Accept` header, as a bare client would.
+fn post_initialize(client: &reqwest::blocking::Client, url: &str) -> reqwest::blocking::Response {
+    client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#)
+        .send()
+        .unwrap()
+}
+
+/// A TCP server that answers every request on a connection with the bytes `answer`, then
+/// closes it.
+fn raw_upstream(answer: &'static [u8]) -> (u16, std::thread::JoinHandle<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        for stream in listener.incoming().take(64) {
+            let Ok(mut stream) = stream else { return };
+            use std::io::{Read, Write};
+            let mut buffer = [0u8; 65536];
+            let _ = stream.read(&mut buffer);
+            let _ = stream.write_all(answer);
+        }
+    });
+    (port, handle)
+}
+
+#[test]
+fn a_server_whose_answer_is_not_http_gets_a_gateway_error_that_says_why() {
+    let client = http();
+    for (answer, says) in [
+        (
+            &b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: lots\r\n\r\n{}"[..],
+            "Content-Length",
+        ),
+        (b"SSH-2.0-OpenSSH_9.2\r\n\r\n", "not HTTP/1.1"),
+        (
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 99\r\n\r\n{\"jsonrpc\"",
+            "closed the connection before the answer ended",
+        ),
+    ] {
+        let (port, _server) = raw_upstream(answer);
+        let gateway = start_gateway(&config(http_upstream(port)), &[], &[]);
+        let response = post_initialize(&client, &gateway.url());
+        assert_eq!(response.status(), 502);
+        let text = response.text().unwrap();
+        assert_eq!(rpc_error_code(&text), Some(-32603));
+        assert!(text.contains(says), "{text} does not say {says:?}");
+    }
+}
+
 #[test]
 fn a_server_that_answers_garbage_or_hangs_gets_a_gateway_error() {
     let client = http();
     let (garbage_port, _g) = fake_upstream(Some("this is not json"));
     let garbage = start_gateway(&config(http_upstream(garbage_port)), &[], &[]);
-    let response = client
-        .post(garbage.url())
-        .header("content-type", "application/json")
-        .body(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#)
-        .send()
-        .unwrap();
+    let response = post_initialize(&client, &garbage.url());
     assert_eq!(response.status(), 502);
     assert_eq!(rpc_error_code(&response.text().unwrap()), Some(-32603));
     assert_eq!(
@@ -368,12 +414,7 @@ fn a_server_that_answers_garbage_or_hangs_gets_a_gateway_error() {
         &[],
     );
     let started = std::time::Instant::now();
-    let response = client
-        .post(hanging.url())
-        .header("content-type", "application/json")
-        .body(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#)
-        .send()
-        .unwrap();
+    let response = post_initialize(&client, &hanging.url());
     assert_eq!(response.status(), 504);
     assert_eq!(rpc_error_code(&response.text().unwrap()), Some(-32003));
     assert!(started.elapsed() < Duration::from_secs(20));
