@@ -357,10 +357,14 @@ fn raw_upstream(answer: &'static [u8]) -> (u16, std::thread::JoinHandle<()>) {
     let handle = std::thread::spawn(move || {
         for stream in listener.incoming().take(64) {
             let Ok(mut stream) = stream else { return };
-            use std::io::{Read, Write};
-            let mut buffer = [0u8; 65536];
-            let _ = stream.read(&mut buffer);
-            let _ = stream.write_all(answer);
+            // A thread per connection: the gateway keeps a spare connection open that sends
+            // nothing, and one blocked read must not hold up the others.
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut buffer = [0u8; 65536];
+                let _ = stream.read(&mut buffer);
+                let _ = stream.write_all(answer);
+            });
         }
     });
     (port, handle)
