@@ -312,31 +312,16 @@ fn malformed_requests_get_the_specified_answers_and_the_gateway_keeps_serving() 
     }
 }
 
-/// A TCP server that answers every HTTP request with `answer`, or never answers when `None`.
+/// A TCP server that answers every HTTP request with the JSON body `answer`, or never answers
+/// when `None`.
 fn fake_upstream(answer: Option<&'static str>) -> (u16, std::thread::JoinHandle<()>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let handle = std::thread::spawn(move || {
-        for stream in listener.incoming().take(64) {
-            let Ok(mut stream) = stream else { return };
-            std::thread::spawn(move || {
-                use std::io::{Read, Write};
-                let mut buffer = [0u8; 65536];
-                let _ = stream.read(&mut buffer);
-                match answer {
-                    Some(body) => {
-                        let _ = write!(
-                            stream,
-                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nmcp-session-id: s1\r\n\r\n{body}",
-                            body.len()
-                        );
-                    }
-                    None => std::thread::sleep(Duration::from_secs(30)),
-                }
-            });
-        }
-    });
-    (port, handle)
+    raw_upstream(answer.map(|body| {
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nmcp-session-id: s1\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    }))
 }
 
 /// POST an `initialize` with no `Accept` header, as a bare client would.
@@ -349,21 +334,27 @@ fn post_initialize(client: &reqwest::blocking::Client, url: &str) -> reqwest::bl
         .unwrap()
 }
 
-/// A TCP server that answers every request on a connection with the bytes `answer`, then
-/// closes it.
-fn raw_upstream(answer: &'static [u8]) -> (u16, std::thread::JoinHandle<()>) {
+/// A TCP server that answers the first request on each connection with the bytes `answer`,
+/// then closes it; or never answers when `None`.
+fn raw_upstream(answer: Option<Vec<u8>>) -> (u16, std::thread::JoinHandle<()>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let handle = std::thread::spawn(move || {
         for stream in listener.incoming().take(64) {
             let Ok(mut stream) = stream else { return };
+            let answer = answer.clone();
             // A thread per connection: the gateway keeps a spare connection open that sends
             // nothing, and one blocked read must not hold up the others.
             std::thread::spawn(move || {
                 use std::io::{Read, Write};
                 let mut buffer = [0u8; 65536];
                 let _ = stream.read(&mut buffer);
-                let _ = stream.write_all(answer);
+                match answer {
+                    Some(answer) => {
+                        let _ = stream.write_all(&answer);
+                    }
+                    None => std::thread::sleep(Duration::from_secs(30)),
+                }
             });
         }
     });
@@ -384,7 +375,7 @@ fn a_server_whose_answer_is_not_http_gets_a_gateway_error_that_says_why() {
             "closed the connection before the answer ended",
         ),
     ] {
-        let (port, _server) = raw_upstream(answer);
+        let (port, _server) = raw_upstream(Some(answer.to_vec()));
         let gateway = start_gateway(&config(http_upstream(port)), &[], &[]);
         let response = post_initialize(&client, &gateway.url());
         assert_eq!(response.status(), 502);

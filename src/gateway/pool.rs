@@ -99,7 +99,7 @@ impl Connection {
 }
 
 /// The body of an answer, read from its connection as it is asked for.
-pub struct BodyReader {
+struct BodyReader {
     connection: Connection,
     decoder: BodyDecoder,
     keep_alive: bool,
@@ -107,7 +107,7 @@ pub struct BodyReader {
 
 impl BodyReader {
     /// The body's next bytes; `None` at its end.
-    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, PlainError> {
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>, PlainError> {
         loop {
             match self.decoder.decode(&mut self.connection.read)? {
                 Decoded::Data(bytes) => return Ok(Some(bytes)),

@@ -317,6 +317,44 @@ enum ReceivedBody<'a> {
     Tls(reqwest::Response),
 }
 
+/// An answer body gathered chunk by chunk, at most [`MAX_UPSTREAM_JSON_BYTES`]. One that came
+/// in one piece (the usual case) is passed on without a copy.
+#[derive(Default)]
+struct Gathered {
+    /// The body so far while it is one chunk.
+    first: Bytes,
+    /// The body so far once a second chunk came.
+    joined: Vec<u8>,
+}
+
+impl Gathered {
+    fn push(&mut self, chunk: Bytes) -> Result<(), UpstreamError> {
+        if self.first.len() + self.joined.len() + chunk.len() > MAX_UPSTREAM_JSON_BYTES {
+            return Err(UpstreamError::Invalid(format!(
+                "the answer is larger than {MAX_UPSTREAM_JSON_BYTES} bytes"
+            )));
+        }
+        if self.first.is_empty() && self.joined.is_empty() {
+            self.first = chunk;
+        } else {
+            if self.joined.is_empty() {
+                self.joined
+                    .extend_from_slice(&std::mem::take(&mut self.first));
+            }
+            self.joined.extend_from_slice(&chunk);
+        }
+        Ok(())
+    }
+
+    fn into_bytes(self) -> Bytes {
+        if self.joined.is_empty() {
+            self.first
+        } else {
+            Bytes::from(self.joined)
+        }
+    }
+}
+
 fn header_text(
     headers: &axum::http::HeaderMap,
     name: impl axum::http::header::AsHeaderName,
@@ -472,55 +510,26 @@ impl HttpUpstream {
 
     /// The whole body (at most [`MAX_UPSTREAM_JSON_BYTES`], within the timeout).
     async fn read_body(&self, body: ReceivedBody<'_>) -> Result<Bytes, UpstreamError> {
-        let too_large = || {
-            UpstreamError::Invalid(format!(
-                "the answer is larger than {MAX_UPSTREAM_JSON_BYTES} bytes"
-            ))
-        };
         let read = async {
+            let mut gathered = Gathered::default();
             match body {
                 ReceivedBody::Plain(mut lease) => {
-                    let mut first: Option<Bytes> = None;
-                    let mut rest = Vec::new();
-                    let mut length = 0;
-                    while let Some(chunk) = lease.next_chunk().await.map_err(UpstreamError::from)? {
-                        length += chunk.len();
-                        if length > MAX_UPSTREAM_JSON_BYTES {
-                            return Err(too_large());
-                        }
-                        // An answer that came in one piece is passed on without a copy.
-                        match &first {
-                            None => first = Some(chunk),
-                            Some(head) => {
-                                if rest.is_empty() {
-                                    rest.extend_from_slice(head);
-                                }
-                                rest.extend_from_slice(&chunk);
-                            }
-                        }
+                    while let Some(chunk) = lease.next_chunk().await? {
+                        gathered.push(chunk)?;
                     }
                     lease.give_back();
-                    Ok(if rest.is_empty() {
-                        first.unwrap_or_default()
-                    } else {
-                        Bytes::from(rest)
-                    })
                 }
                 ReceivedBody::Tls(mut response) => {
-                    let mut body = Vec::new();
                     while let Some(chunk) = response
                         .chunk()
                         .await
                         .map_err(|e| UpstreamError::Unreachable(super::error_chain(&e)))?
                     {
-                        if body.len() + chunk.len() > MAX_UPSTREAM_JSON_BYTES {
-                            return Err(too_large());
-                        }
-                        body.extend_from_slice(&chunk);
+                        gathered.push(chunk)?;
                     }
-                    Ok(Bytes::from(body))
                 }
             }
+            Ok(gathered.into_bytes())
         };
         tokio::time::timeout(self.timeout, read)
             .await
@@ -1217,6 +1226,27 @@ pub fn new_session_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_body_in_one_chunk_is_not_copied_and_more_are_joined_up_to_the_limit() {
+        let whole = Bytes::from_static(b"{\"jsonrpc\":\"2.0\"}");
+        let mut gathered = Gathered::default();
+        gathered.push(whole.clone()).unwrap();
+        assert_eq!(gathered.into_bytes().as_ptr(), whole.as_ptr());
+
+        let mut gathered = Gathered::default();
+        for part in ["{\"a\"", ":", "1}"] {
+            gathered.push(Bytes::from_static(part.as_bytes())).unwrap();
+        }
+        assert_eq!(gathered.into_bytes(), "{\"a\":1}");
+
+        let mut gathered = Gathered::default();
+        gathered
+            .push(Bytes::from(vec![b' '; MAX_UPSTREAM_JSON_BYTES]))
+            .unwrap();
+        let error = gathered.push(Bytes::from_static(b"x")).unwrap_err();
+        assert!(error.to_string().contains("larger than"), "{error}");
+    }
 
     #[test]
     fn events_encode_one_data_line_per_line() {
