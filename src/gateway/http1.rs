@@ -36,7 +36,7 @@ pub enum Http1Error {
 /// How the answer's body ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Framing {
-    /// No body (204, 304).
+    /// No body (1xx, 204, 304).
     Empty,
     /// Exactly this many bytes.
     Length(u64),
@@ -91,8 +91,9 @@ pub fn write_request(
 }
 
 /// Parse the answer head at the start of `buf`: `Ok(None)` until it is complete, then its
-/// length and what it says. Interim (1xx) answers are not expected: the gateway never sends
-/// `Expect`, and does not upgrade.
+/// length and what it says. An interim (1xx) head has no body, and the final answer follows
+/// it (a client must read past any, RFC 9110 §15.2); 101 is an error, as the gateway never
+/// asks to switch protocols.
 pub fn parse_head(buf: &[u8]) -> Result<Option<(usize, ResponseHead)>, Http1Error> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut headers);
@@ -107,7 +108,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(usize, ResponseHead)>, Http1Erro
     let code = response.code.unwrap_or_default();
     let status =
         StatusCode::from_u16(code).map_err(|_| Http1Error::BadHead(format!("status {code}")))?;
-    if status.is_informational() {
+    if status == StatusCode::SWITCHING_PROTOCOLS {
         return Err(Http1Error::Unsupported(code));
     }
     let mut head = ResponseHead {
@@ -155,7 +156,10 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(usize, ResponseHead)>, Http1Erro
             }
         }
     }
-    head.framing = if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+    head.framing = if status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
         Framing::Empty
     } else if transfer_encoded {
         // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3).
@@ -426,8 +430,21 @@ mod tests {
             Err(Http1Error::BadLength("4".into()))
         );
         assert_eq!(
-            parse_head(b"HTTP/1.1 100 Continue\r\n\r\n"),
-            Err(Http1Error::Unsupported(100))
+            parse_head(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n"),
+            Err(Http1Error::Unsupported(101))
+        );
+        let interim_then_final: &[u8] =
+            b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 200";
+        let (length, interim) = parse_head(interim_then_final).unwrap().unwrap();
+        assert_eq!(
+            interim.framing,
+            Framing::Empty,
+            "an interim head has no body"
+        );
+        assert_eq!(
+            &interim_then_final[length..],
+            b"HTTP/1.1 200",
+            "the final head follows it"
         );
         let endless = format!("HTTP/1.1 200 OK\r\nx: {}", "a".repeat(MAX_HEAD_BYTES));
         assert_eq!(parse_head(endless.as_bytes()), Err(Http1Error::HeadTooLong));

@@ -87,7 +87,11 @@ impl Connection {
                 && let Some((length, head)) = http1::parse_head(&self.read)?
             {
                 self.read.advance(length);
-                return Ok(head);
+                // An interim answer (100 Continue, 103 Early Hints): the final one follows.
+                if !head.status.is_informational() {
+                    return Ok(head);
+                }
+                continue;
             }
             if self.read_more().await? == 0 {
                 return Err(PlainError::Unreachable(
@@ -516,6 +520,27 @@ mod tests {
             was_served.recv().await,
             first,
             "the second request went on the first connection"
+        );
+    }
+
+    #[tokio::test]
+    async fn interim_answers_before_the_final_one_are_read_past() {
+        let (listener, url) = listen().await;
+        let (served, _was_served) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(scripted(
+            listener,
+            vec![vec![
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n",
+                b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfinal",
+            ]],
+            served,
+        ));
+        let pool = PlainHttp::new(&url, Duration::from_secs(5)).unwrap();
+        let (head, mut lease) = pool.send(&Method::POST, &[], Some(b"{}")).await.unwrap();
+        assert_eq!(head.status, axum::http::StatusCode::OK);
+        assert_eq!(
+            lease.next_chunk().await.unwrap().as_deref(),
+            Some(&b"final"[..])
         );
     }
 
